@@ -1,0 +1,3 @@
+"""Commands (being written)."""
+
+from ._app import app  # noqa: F401

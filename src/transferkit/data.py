@@ -1,0 +1,371 @@
+"""Image folders, splits, robust image loading and datasets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataError, DataNotFoundError
+
+log = logging.getLogger("transferkit")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+#: Default limit on decoded pixels; larger images are skipped as possible decompression bombs.
+DEFAULT_MAX_PIXELS = 100_000_000
+_OS_CLUTTER = {".ds_store", "thumbs.db", "desktop.ini"}
+_TRAIN_NAMES = ("train", "training")
+_VAL_NAMES = ("val", "valid", "validation")
+_TEST_NAMES = ("test", "testing")
+
+
+class UnreadableImageError(Exception):
+    """An image file that cannot be decoded (internal; callers skip the file)."""
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` looks like an image by name (hidden files and OS clutter excluded)."""
+    name = path.name
+    if name.startswith(".") or name.lower() in _OS_CLUTTER:
+        return False
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(root: Path) -> list[Path]:
+    """All image files under ``root`` (recursively, sorted, symlink loops ignored)."""
+    out: list[Path] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:  # symlink loop
+            dirnames[:] = []
+            continue
+        seen_dirs.add(key)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            p = Path(dirpath) / fname
+            if is_image_file(p) and p.is_file():
+                out.append(p)
+    return out
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None):
+    """Open an image as RGB with EXIF orientation applied.
+
+    Any mode (1, L, LA, P, RGBA, CMYK, I;16, I, F) is converted to RGB; transparency is
+    composited on white. ``draft_size`` lets JPEG decode at a reduced scale that still
+    covers that many pixels on the short side (much faster for large photos).
+
+    Raises:
+        UnreadableImageError: missing, empty, truncated, not an image, or over ``max_pixels``.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise UnreadableImageError(f"{w}x{h} pixels exceeds the limit of {max_pixels:,} (possible decompression bomb)")
+                if draft_size and im.format == "JPEG":
+                    scale = min(w, h) / draft_size
+                    if scale >= 2:
+                        im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except UnreadableImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImageError(f"possible decompression bomb ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnreadableImageError(msg[:200]) from None
+
+
+def _to_rgb(im):
+    from PIL import Image
+
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype("uint8"), mode="L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+@dataclass
+class ImageSet:
+    """A list of labelled images.
+
+    Attributes:
+        paths: image files.
+        labels: class index per image.
+        classes: class names; ``labels`` index into it.
+    """
+
+    paths: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        out = {c: 0 for c in self.classes}
+        for y in self.labels:
+            out[self.classes[y]] += 1
+        return out
+
+    def subset(self, indices: Sequence[int]) -> ImageSet:
+        return ImageSet([self.paths[i] for i in indices], [self.labels[i] for i in indices], self.classes)
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset folder resolved into train/val(/test) splits with one class list.
+
+    Attributes:
+        root: the dataset folder.
+        classes: sorted class names (from training).
+        train, val, test: the splits (``test`` may be None).
+        layout: ``"split-folders"`` or ``"class-folders"`` (split by ``val_fraction``).
+        skipped: files that could not be read, as ``{path: reason}``.
+    """
+
+    root: Path
+    classes: list[str]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None = None
+    layout: str = "split-folders"
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def split(self, name: str) -> ImageSet:
+        if name == "train":
+            return self.train
+        if name in ("val", "valid", "validation"):
+            return self.val
+        if name == "test":
+            if self.test is None:
+                raise DataError(f"No test/ split under {self.root}. Use --split val, or add {self.root}/test/<class>/*.jpg.")
+            return self.test
+        raise DataError(f"Unknown split {name!r}. Choose from: train, val, test.")
+
+    def summary(self) -> dict:
+        d = {
+            "root": str(self.root),
+            "layout": self.layout,
+            "classes": self.classes,
+            "num_classes": len(self.classes),
+            "train": self.train.counts(),
+            "val": self.val.counts(),
+            "num_train": len(self.train),
+            "num_val": len(self.val),
+            "skipped_files": len(self.skipped),
+        }
+        if self.test is not None:
+            d["test"] = self.test.counts()
+            d["num_test"] = len(self.test)
+        return d
+
+
+def _find_child(root: Path, names: Iterable[str]) -> Path | None:
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and child.name.lower() in names:
+            return child
+    return None
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _scan_split(folder: Path, classes: list[str] | None, skipped: dict[str, str], check: bool) -> tuple[list[Path], list[str]]:
+    """Return (paths, class names per image) for a folder of class folders."""
+    paths: list[Path] = []
+    names: list[str] = []
+    for cdir in _class_dirs(folder):
+        for p in list_images(cdir):
+            if check:
+                reason = _header_problem(p)
+                if reason:
+                    skipped[str(p)] = reason
+                    continue
+            paths.append(p)
+            names.append(cdir.name)
+    return paths, names
+
+
+def _header_problem(path: Path) -> str | None:
+    """Cheap check (header only) that a file is an image; returns the reason if not."""
+    from PIL import Image
+
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+                if w < 1 or h < 1:
+                    return "zero-size image"
+                if w * h > DEFAULT_MAX_PIXELS:
+                    return f"{w}x{h} pixels exceeds the limit of {DEFAULT_MAX_PIXELS:,} (possible decompression bomb)"
+    except Exception as exc:  # noqa: BLE001
+        return (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200]
+    return None
+
+
+def discover(data: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, check_files: bool = True) -> DatasetSplits:
+    """Resolve a dataset folder into splits.
+
+    ``data`` is either a folder with ``train/`` and ``val/`` (or ``valid/``; ``test/`` is
+    kept for evaluation) holding class folders, or a folder of class folders that is split
+    stratified by ``val_fraction`` with ``seed``.
+
+    Raises:
+        DataNotFoundError: the folder does not exist.
+        DataError: no images, one class only, or validation classes missing from training.
+    """
+    root = Path(data)
+    if not root.exists():
+        raise DataNotFoundError(f"Dataset folder not found: {root}. Expected {root}/train/<class>/*.jpg or {root}/<class>/*.jpg.")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder. Expected {root}/train/<class>/*.jpg or {root}/<class>/*.jpg.")
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be in (0, 1); got {val_fraction}.")
+    skipped: dict[str, str] = {}
+    train_dir = _find_child(root, _TRAIN_NAMES)
+    if train_dir is not None:
+        val_dir = _find_child(root, _VAL_NAMES)
+        test_dir = _find_child(root, _TEST_NAMES)
+        tr_paths, tr_names = _scan_split(train_dir, None, skipped, check_files)
+        classes = sorted(set(tr_names))
+        _check_classes(classes, tr_paths, train_dir, skipped)
+        if val_dir is None:
+            # train/ without val/: split train stratified
+            train, val = _stratified_split(tr_paths, tr_names, classes, val_fraction, seed)
+            layout = "train-folder-split"
+        else:
+            train = ImageSet(tr_paths, [classes.index(n) for n in tr_names], classes)
+            val = _labelled(val_dir, classes, skipped, check_files, "validation")
+            layout = "split-folders"
+        test = _labelled(test_dir, classes, skipped, check_files, "test") if test_dir is not None else None
+        splits = DatasetSplits(root, classes, train, val, test, layout, skipped)
+    else:
+        paths, names = _scan_split(root, None, skipped, check_files)
+        classes = sorted(set(names))
+        _check_classes(classes, paths, root, skipped)
+        train, val = _stratified_split(paths, names, classes, val_fraction, seed)
+        splits = DatasetSplits(root, classes, train, val, None, "class-folders", skipped)
+    if len(splits.val) == 0:
+        raise DataError(f"The validation split of {root} is empty. Add images to {root}/val/<class>/ or lower --val-fraction.")
+    for path, reason in skipped.items():
+        log.warning("Skipped unreadable image %s: %s", path, reason)
+    return splits
+
+
+def _check_classes(classes: list[str], paths: list[Path], where: Path, skipped: dict[str, str]) -> None:
+    if not paths:
+        extra = f" ({len(skipped)} unreadable files skipped)" if skipped else ""
+        raise DataError(f"No readable images found under {where}{extra}. Expected {where}/<class>/*.jpg (jpg, png, bmp, gif, webp, tiff).")
+    if len(classes) < 2:
+        raise DataError(f"Only one class ({classes[0]!r}) under {where}; a classifier needs at least two class folders.")
+
+
+def _labelled(folder: Path, classes: list[str], skipped: dict[str, str], check: bool, what: str) -> ImageSet:
+    paths, names = _scan_split(folder, classes, skipped, check)
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        raise DataError(
+            f"The {what} split has classes not in training: {', '.join(unknown)}. "
+            f"Add them to the train folder or remove them from {folder}."
+        )
+    return ImageSet(paths, [classes.index(n) for n in names], classes)
+
+
+def _stratified_split(paths, names, classes, val_fraction, seed) -> tuple[ImageSet, ImageSet]:
+    rng = random.Random(seed)
+    tr_idx: list[int] = []
+    va_idx: list[int] = []
+    for c in classes:
+        idx = [i for i, n in enumerate(names) if n == c]
+        rng.shuffle(idx)
+        n_val = int(round(len(idx) * val_fraction))
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        else:
+            n_val = 0
+        va_idx.extend(sorted(idx[:n_val]))
+        tr_idx.extend(sorted(idx[n_val:]))
+    labels = [classes.index(n) for n in names]
+    full = ImageSet(list(paths), labels, classes)
+    return full.subset(sorted(tr_idx)), full.subset(sorted(va_idx))
+
+
+class ImageDataset:
+    """A torch-style dataset over an :class:`ImageSet`; unreadable images yield ``None``.
+
+    Items are ``(tensor, label, index)``; :func:`collate_skip` drops the ``None`` items
+    and reports their indices, so a bad file never crashes a run.
+    """
+
+    def __init__(self, images: ImageSet, transform, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None):
+        self.images = images
+        self.transform = transform
+        self.max_pixels = max_pixels
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        path = self.images.paths[i]
+        try:
+            im = load_image(path, max_pixels=self.max_pixels, draft_size=self.draft_size)
+            return self.transform(im), self.images.labels[i], i, None
+        except UnreadableImageError as exc:
+            return None, self.images.labels[i], i, str(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. transform failure on a 1x1 image
+            return None, self.images.labels[i], i, f"{type(exc).__name__}: {exc}"[:200]
+
+
+def collate_skip(batch):
+    """Stack the readable items; return ``(x, y, idx, bad)`` where ``bad`` is ``[(idx, reason)]``."""
+    import torch
+
+    good = [b for b in batch if b[0] is not None]
+    bad = [(b[2], b[3]) for b in batch if b[0] is None]
+    if not good:
+        return None, None, None, bad
+    x = torch.stack([b[0] for b in good])
+    y = torch.tensor([b[1] for b in good], dtype=torch.long)
+    idx = torch.tensor([b[2] for b in good], dtype=torch.long)
+    return x, y, idx, bad
+
+
+def default_num_workers() -> int:
+    """Data-loading workers: one per core beyond the first, capped at 8."""
+    n = os.cpu_count() or 1
+    return max(0, min(8, n - 1)) if n > 1 else 0
