@@ -1,3 +1,57 @@
-"""transferkit: transfer learning for image folders — train, embed, visualise, search."""
+"""transferkit: transfer learning for image folders — train, embed, visualise, search.
+
+The public API (everything else may change)::
+
+    import transferkit as tk
+    run = tk.train("data/", model="resnet18", strategy="auto", epochs=5)
+    run.evaluate("data/"); run.predict(["img.jpg"])
+    extractor = tk.FeatureExtractor(run.model); emb = extractor.extract(images)
+    searcher = tk.SemanticSearch(embeddings, labels); idx, sims = searcher.search(q, top_k=5)
+
+Heavy submodules are imported on first attribute access so that ``import transferkit``
+(and ``transferkit --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    # errors
+    "TransferKitError": "errors", "ConfigError": "errors", "DataError": "errors", "WeightsUnavailableError": "errors",
+    "RunError": "errors", "StoreError": "errors", "ModelMismatchError": "errors", "UnsafeFileError": "errors",
+    "UnknownNameError": "errors", "MissingDependencyError": "errors",
+    # backbones
+    "create_backbone": "backbones", "list_backbones": "backbones", "get_backbone_spec": "backbones",
+    "Preprocessing": "backbones", "register_backbone": "backbones",
+    # strategies
+    "get_strategy": "strategies", "FeatureExtraction": "strategies", "PartialFineTuning": "strategies",
+    "FullFineTuning": "strategies", "choose_auto": "strategies",
+    # data
+    "discover": "data", "load_image": "data",
+    # training and runs
+    "train": "train", "Run": "run", "load_run": "run", "compare": "run", "TransferModel": "model",
+    # embeddings, store, search, visualisation, pipeline
+    "FeatureExtractor": "embed", "Extractor": "embed", "embed_folder": "embed",
+    "EmbeddingStore": "store",
+    "cosine_similarity": "search", "SemanticSearch": "search", "build_index": "search", "search_eval": "search",
+    "project": "viz", "plot_png": "viz", "plot_html": "viz",
+    "pipeline": "pipeline", "PipelineResult": "pipeline",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

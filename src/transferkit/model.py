@@ -119,7 +119,7 @@ def load_model(run_dir: str | os.PathLike) -> tuple[TransferModel, dict[str, Any
     Raises:
         RunError: missing/corrupt files or tensors that do not fit the recorded backbone.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -136,7 +136,7 @@ def load_model(run_dir: str | os.PathLike) -> tuple[TransferModel, dict[str, Any
     model = TransferModel(backbone, int(meta["num_classes"]))
     try:
         state = load_file(str(weights_path))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise RunError(f"Corrupt model file {weights_path}: {exc}. Re-train, or restore it from a backup.") from None
     try:
         model.load_state_dict(state, strict=True)

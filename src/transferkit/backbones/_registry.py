@@ -159,12 +159,12 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if path.is_dir():
         raise ConfigError(f"--weights expects a file, got the folder {path}.")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
-        except (SafetensorsError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError) as exc:
             raise ConfigError(f"Cannot read weights file {path}: not a valid safetensors file ({exc}).") from None
     torch = _torch()
     try:

@@ -1,0 +1,103 @@
+"""Low-level loops shared by training, evaluation and prediction: devices, loaders, feature passes."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from .data import ImageDataset, ImageSet, collate_skip, default_num_workers
+from .errors import ConfigError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA if available, then MPS, else CPU.
+
+    Raises:
+        ConfigError: an unknown device, or one that is not available.
+    """
+    d = str(device).lower()
+    if d == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine. Use --device cpu or auto.")
+        return torch.device(d)
+    if d == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps: MPS is not available on this machine. Use --device cpu or auto.")
+        return torch.device("mps")
+    if d == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"Unknown device {device!r}. Choose from: auto, cpu, cuda, mps.")
+
+
+def autocast_for(device: torch.device, *, enabled: bool = True):
+    """Mixed precision where it is safe and fast: fp16/bf16 autocast on CUDA, none elsewhere."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def make_loader(images: ImageSet, transform, *, batch_size: int, device: torch.device, num_workers: int | None = None,
+                batch_sampler=None, draft_size: int | None = None) -> DataLoader:
+    """A DataLoader that decodes in worker processes and skips unreadable images."""
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    ds = ImageDataset(images, transform, draft_size=draft_size)
+    kwargs = dict(num_workers=workers, collate_fn=collate_skip, pin_memory=device.type == "cuda")
+    if workers > 0:
+        kwargs["persistent_workers"] = False
+        kwargs["prefetch_factor"] = 4
+    if batch_sampler is not None:
+        return DataLoader(ds, batch_sampler=batch_sampler, **kwargs)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, **kwargs)
+
+
+@dataclass
+class FeatureBatch:
+    features: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    skipped: dict[int, str]
+    seconds: float
+
+
+@torch.inference_mode()
+def compute_features(backbone, images: ImageSet, *, batch_size: int = 64, device: torch.device, num_workers: int | None = None,
+                     progress=None, description: str = "features") -> FeatureBatch:
+    """Run a frozen backbone once over ``images`` (eval transforms) and keep the features on the CPU."""
+    backbone.eval()
+    pre = backbone.preprocessing
+    loader = make_loader(images, pre.eval_transform(), batch_size=batch_size, device=device, num_workers=num_workers,
+                         draft_size=pre.resize_size)
+    feats, labels, idxs = [], [], []
+    skipped: dict[int, str] = {}
+    start = time.perf_counter()
+    task = progress.add_task(description, total=len(images)) if progress is not None else None
+    for x, y, idx, bad in loader:
+        for i, reason in bad:
+            skipped[int(i)] = reason
+        if x is not None:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with autocast_for(device):
+                f = backbone(x)
+            feats.append(f.float().cpu())
+            labels.append(y)
+            idxs.append(idx)
+        if task is not None:
+            progress.advance(task, (0 if x is None else len(x)) + len(bad))
+    if task is not None:
+        progress.remove_task(task)
+    if feats:
+        return FeatureBatch(torch.cat(feats), torch.cat(labels), torch.cat(idxs), skipped, time.perf_counter() - start)
+    empty = torch.empty(0, backbone.num_features)
+    return FeatureBatch(empty, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped,
+                        time.perf_counter() - start)

@@ -1,0 +1,205 @@
+"""A finished training run: its model, metrics, evaluation, prediction; and ``compare``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ._io import write_json_atomic
+from ._ui import UI
+from .data import ImageSet, is_image_file, list_images
+from .errors import DataError, DataNotFoundError, RunError
+
+
+class Run:
+    """A run directory written by :func:`transferkit.train`.
+
+    Attributes:
+        path: the run directory.
+        meta: ``model.json`` (backbone, weights, preprocessing, classes, strategy, auto evidence).
+        metrics: ``metrics.json`` (empty dict if the run has not finished).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        from .model import read_model_meta
+
+        self.path = Path(path)
+        self.meta = read_model_meta(self.path)
+        metrics_path = self.path / "metrics.json"
+        self.metrics: dict[str, Any] = {}
+        if metrics_path.exists():
+            try:
+                self.metrics = json.loads(metrics_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise RunError(f"Corrupt {metrics_path}: {exc}. Re-evaluate with `transferkit evaluate`.") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Run:
+        """Open a run directory (raises :class:`RunError` if it is not a valid run)."""
+        return cls(path)
+
+    def __repr__(self) -> str:
+        acc = self.metrics.get("val_accuracy")
+        return f"Run({str(self.path)!r}, model={self.meta['backbone']!r}, strategy={self.strategy!r}, val_accuracy={acc})"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def strategy(self) -> str:
+        return (self.meta.get("strategy") or {}).get("name", "?")
+
+    @property
+    def preprocessing(self):
+        from .backbones import Preprocessing
+
+        return Preprocessing.from_dict(self.meta["preprocessing"])
+
+    @cached_property
+    def model(self):
+        """The trained :class:`~transferkit.model.TransferModel` (loaded on first use)."""
+        from .model import load_model
+
+        return load_model(self.path)[0]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        import csv
+
+        path = self.path / "history.csv"
+        if not path.exists():
+            return []
+        with path.open() as f:
+            return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def evaluate(self, data: str | os.PathLike, *, split: str = "val", batch_size: int = 64, device: str = "auto",
+                 num_workers: int | None = None, quiet: bool = True) -> dict[str, Any]:
+        """Accuracy, loss, per-class precision/recall/F1 and confusion matrix on a split of ``data``.
+
+        Raises:
+            DataError: the split is missing or holds classes the model does not know.
+        """
+        from .engine import resolve_device
+        from .train import classification_metrics, predict_logits, splits_for_run
+
+        splits = splits_for_run(data, self.meta)
+        images = splits.split(split)
+        images = self._remap(images)
+        dev = resolve_device(device)
+        model = self.model.to(dev)
+        logits, labels = predict_logits(model, images, batch_size=batch_size, device=dev, num_workers=num_workers, ui=UI(quiet))
+        out = classification_metrics(logits, labels, self.classes)
+        out["split"] = split
+        out["skipped_files"] = len(splits.skipped) + (len(images) - len(labels))
+        return out
+
+    def _remap(self, images: ImageSet) -> ImageSet:
+        unknown = sorted(set(images.classes) - set(self.classes))
+        present = {images.classes[y] for y in images.labels}
+        unknown = [c for c in unknown if c in present]
+        if unknown:
+            raise DataError(f"The data has classes the model was not trained on: {', '.join(unknown)}. "
+                            f"The model knows: {', '.join(self.classes)}.")
+        return ImageSet(images.paths, [self.classes.index(images.classes[y]) for y in images.labels], self.classes)
+
+    def predict(self, paths, *, top_k: int = 3, batch_size: int = 32, device: str = "auto", num_workers: int | None = None,
+                quiet: bool = True) -> list[dict[str, Any]]:
+        """Top-k labels with probabilities for image files and folders (walked recursively).
+
+        Returns:
+            One dict per image: ``{"path", "predictions": [{"label", "probability"}, ...]}``, or
+            ``{"path", "error"}`` for a file that cannot be decoded.
+        """
+        import torch
+
+        from .engine import autocast_for, make_loader, resolve_device
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        files = expand_paths(paths)
+        if top_k < 1:
+            raise DataError(f"--top-k must be >= 1; got {top_k}.")
+        k = min(top_k, len(self.classes))
+        dev = resolve_device(device)
+        model = self.model.to(dev).eval()
+        images = ImageSet(files, [0] * len(files), self.classes)
+        pre = model.preprocessing
+        loader = make_loader(images, pre.eval_transform(), batch_size=batch_size, device=dev, num_workers=num_workers,
+                             draft_size=pre.resize_size)
+        results: list[dict[str, Any] | None] = [None] * len(files)
+        with torch.inference_mode():
+            for x, _y, idx, bad in loader:
+                for i, reason in bad:
+                    results[int(i)] = {"path": str(files[int(i)]), "error": reason}
+                if x is None:
+                    continue
+                with autocast_for(dev):
+                    probs = torch.softmax(model(x.to(dev).contiguous(memory_format=torch.channels_last)).float(), dim=1).cpu()
+                top = probs.topk(k, dim=1)
+                for row, i in enumerate(idx.tolist()):
+                    results[i] = {"path": str(files[i]), "predictions": [
+                        {"label": self.classes[int(c)], "probability": float(p)}
+                        for p, c in zip(top.values[row].tolist(), top.indices[row].tolist())]}
+        return [r for r in results if r is not None]
+
+
+def expand_paths(paths) -> list[Path]:
+    """Files as given, folders walked for images; missing paths raise :class:`DataNotFoundError`."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise DataNotFoundError(f"Not found: {p}. Pass image files or folders of images.")
+        if p.is_dir():
+            files.extend(list_images(p))
+        elif is_image_file(p) or p.suffix:
+            files.append(p)
+    if not files:
+        raise DataError(f"No images found in {', '.join(str(p) for p in paths)}. Supported: jpg, png, bmp, gif, webp, tiff.")
+    return files
+
+
+def _num(v: str):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Open a finished run directory."""
+    return Run.load(path)
+
+
+def compare(data: str | os.PathLike, *, model: str = "resnet18", epochs: int = 5, out: str | os.PathLike | None = None,
+            strategies=("feature-extraction", "partial", "full"), quiet: bool = False, **train_kwargs) -> list[dict[str, Any]]:
+    """Train each strategy on the same data and budget; write ``compare.json``.
+
+    Returns:
+        One row per strategy: ``strategy``, ``val_accuracy``, ``val_loss``, ``trainable_params``,
+        ``total_params``, ``seconds``, ``run``.
+    """
+    from datetime import datetime
+
+    from .train import train
+
+    out_dir = Path(out) if out is not None else Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
+    rows = []
+    ui = UI(quiet)
+    for name in strategies:
+        ui.info(f"== {name}")
+        t0 = time.perf_counter()
+        run = train(data, model=model, strategy=name, epochs=epochs, out=out_dir / name, quiet=quiet, **train_kwargs)
+        rows.append({
+            "strategy": name, "val_accuracy": run.metrics["val_accuracy"], "val_loss": run.metrics["val_loss"],
+            "trainable_params": run.metrics["parameters"]["trainable"], "total_params": run.metrics["parameters"]["total"],
+            "seconds": time.perf_counter() - t0, "train_seconds": run.metrics["train_seconds"], "run": str(run.path),
+        })
+    write_json_atomic(out_dir / "compare.json", {"data": str(data), "model": model, "epochs": epochs, "results": rows})
+    return rows
