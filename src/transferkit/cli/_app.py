@@ -29,7 +29,7 @@ def _root(
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app``; imported here so they share one app.
-    from . import embed_cmds, plot_cmds, train_cmds  # noqa: F401
+    from . import embed_cmds, pipeline_cmds, plot_cmds, train_cmds  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
