@@ -1,0 +1,615 @@
+"""Embedding extraction: read -> encode -> write, streaming, resumable and incremental.
+
+* :class:`FeatureExtractor` is the spec's extractor (any classifier minus its last layer).
+* :class:`Extractor` adds what a store needs: the preprocessing that belongs to the
+  weights, a ``model_id`` that identifies model + weights + preprocessing, and batched
+  embedding of files (decoding in background threads, a few batches ahead).
+* :func:`embed_folder` mirrors an image folder into an :class:`~transferkit.store.EmbeddingStore`:
+  only new or changed files are embedded, deleted files are dropped, and every chunk is
+  committed as it is produced, so a killed run is completed by running it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import Preprocessing
+from .data import UnreadableImageError, default_num_workers, is_image_file, list_images, load_image
+from .errors import ConfigError, DataError, DataNotFoundError
+from .store import EmbeddingStore, normalize
+
+log = logging.getLogger("transferkit")
+
+_SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing")
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _trunk(model: nn.Module) -> tuple[nn.Module, Preprocessing | None]:
+    """The feature part of ``model`` and its preprocessing, if it carries one."""
+    from .backbones._module import FeatureBackbone
+    from .model import TransferModel
+
+    if isinstance(model, TransferModel):
+        return model.backbone, model.backbone.preprocessing
+    if isinstance(model, FeatureBackbone):
+        return model, model.preprocessing
+    # A plain classifier (e.g. torchvision resnet18): drop the last layer, as in the spec.
+    children = list(model.children())
+    if len(children) < 2:
+        raise ConfigError(f"Cannot make a feature extractor from {type(model).__name__}: it has no classifier layer to remove. "
+                          f"Pass a torchvision classifier, a TransferModel or a backbone from create_backbone().")
+    return nn.Sequential(*children[:-1]), None
+
+
+class FeatureExtractor:
+    """Embeddings from a model with its classifier removed (the spec's API).
+
+    Args:
+        model: a :class:`~transferkit.model.TransferModel` (its backbone is used), a
+            :class:`FeatureBackbone`, or a plain classifier such as ``torchvision.models.resnet18()``
+            (all children but the last, then flattened).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.features, pre = _trunk(model)
+        self.features.eval()
+        self.preprocessing = pre or Preprocessing()
+
+    def extract(self, image: torch.Tensor) -> np.ndarray:
+        """Embed a ``(B, 3, H, W)`` (or ``(3, H, W)``) tensor; returns float32 ``(B, D)``, not normalised."""
+        if image.ndim == 3:
+            image = image.unsqueeze(0)
+        if image.ndim != 4:
+            raise ConfigError(f"extract() expects a (B, 3, H, W) image tensor; got shape {tuple(image.shape)}.")
+        param = next(self.features.parameters(), None)
+        if param is not None:
+            image = image.to(param.device)
+        with torch.inference_mode():
+            emb = self.features(image)
+            emb = emb.reshape(emb.size(0), -1)
+        return emb.float().cpu().numpy()
+
+    def extract_paths(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 64) -> np.ndarray:
+        """Embed image files with the model's preprocessing; raises on an unreadable file.
+
+        Returns:
+            float32 ``(N, D)``, not normalised.
+
+        Raises:
+            DataError: a file cannot be read.
+        """
+        transform = self.preprocessing.eval_transform()
+        out = []
+        for start in range(0, len(paths), batch_size):
+            batch = []
+            for p in paths[start:start + batch_size]:
+                try:
+                    batch.append(transform(load_image(p, draft_size=self.preprocessing.resize_size)))
+                except UnreadableImageError as exc:
+                    raise DataError(f"Cannot read image {p}: {exc}. Remove or replace the file.") from None
+            out.append(self.extract(torch.stack(batch)))
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+class Extractor:
+    """Batched, normalised image embeddings with a record of which model made them.
+
+    Build with :meth:`from_backbone`, :meth:`from_run` or :meth:`from_model`.
+
+    Args:
+        module: maps ``(B, 3, H, W)`` to ``(B, D)`` (or anything that flattens to it).
+        preprocessing: the preprocessing the weights expect.
+        model_id: identifies model, weights and preprocessing (stored in the store).
+        source: how to rebuild the model (``{"run": DIR}`` or ``{"backbone": NAME, "weights": W}``).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA if available).
+        channels_last: use the channels-last memory format (faster convolutions on CPU and
+            GPU; results differ from contiguous fp32 only by float rounding). ``False`` with
+            ``precision="fp32"`` is the exact eager reference.
+        precision: ``"fp32"`` (default) or ``"bf16"`` (autocast; measure before use).
+    """
+
+    def __init__(self, module: nn.Module, *, preprocessing: Preprocessing, model_id: dict[str, Any],
+                 source: dict[str, Any] | None = None, device: str | torch.device | None = None,
+                 channels_last: bool = True, precision: str = "fp32"):
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16'; got {precision!r}.")
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.channels_last = channels_last
+        self.precision = precision
+        self.module = module.eval().to(self.device)
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.preprocessing = preprocessing
+        self.model_id = dict(model_id)
+        self.source = dict(source or {})
+
+    @property
+    def dim(self) -> int:
+        return int(self.model_id["dim"])
+
+    # -------------------------------------------------------------- constructors
+    @classmethod
+    def from_backbone(cls, name: str, *, weights: str | os.PathLike = "default", **kwargs) -> Extractor:
+        """Extractor from a registered backbone (``weights``: ``"default"``, ``"none"`` or a file).
+
+        Raises:
+            UnknownNameError, WeightsUnavailableError, DataNotFoundError, ConfigError: see ``create_backbone``.
+        """
+        from .backbones import create_backbone
+
+        weights_arg = str(weights)
+        backbone = create_backbone(name, weights=weights_arg)
+        digest = None
+        if weights_arg not in ("default", "none"):
+            digest = file_digest(Path(weights_arg))
+            weights_arg = str(Path(weights_arg).resolve())
+        model_id = _model_id(backbone.name, backbone.weights_tag, backbone.preprocessing, backbone.num_features, digest)
+        return cls(backbone, preprocessing=backbone.preprocessing, model_id=model_id,
+                   source={"backbone": backbone.name, "weights": weights_arg}, **kwargs)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, **kwargs) -> Extractor:
+        """Extractor from the backbone of a trained run (``transferkit train --out RUN``).
+
+        Raises:
+            RunError: not a run, or corrupt.
+        """
+        from .model import load_model
+
+        run_dir = Path(run_dir)
+        model, meta = load_model(run_dir)
+        backbone = model.backbone
+        model_id = _model_id(backbone.name, str(meta.get("weights", backbone.weights_tag)), backbone.preprocessing,
+                             backbone.num_features, file_digest(run_dir / "model.safetensors"))
+        model_id["run_dir"] = str(run_dir.resolve())
+        return cls(backbone, preprocessing=backbone.preprocessing, model_id=model_id,
+                   source={"run": str(run_dir.resolve())}, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, *, name: str | None = None, **kwargs) -> Extractor:
+        """Extractor from any model :class:`FeatureExtractor` accepts (identity from its class and weights hash)."""
+        trunk, pre = _trunk(model)
+        pre = pre or Preprocessing()
+        with torch.inference_mode():
+            was = trunk.training
+            trunk.eval()
+            dim = int(trunk(torch.zeros(1, 3, pre.input_size, pre.input_size)).reshape(1, -1).shape[1])
+            trunk.train(was)
+        h = hashlib.blake2b(digest_size=16)
+        for k, v in sorted(trunk.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        tag = getattr(trunk, "weights_tag", "in-memory")
+        model_id = _model_id(name or getattr(trunk, "name", type(model).__name__), tag, pre, dim, h.hexdigest())
+        return cls(trunk, preprocessing=pre, model_id=model_id, source={}, **kwargs)
+
+    @classmethod
+    def from_source(cls, source: dict[str, Any], **kwargs) -> Extractor:
+        """Rebuild the extractor recorded in a store's metadata ``source``.
+
+        Raises:
+            ConfigError: the store does not record a rebuildable model.
+        """
+        if source.get("run"):
+            return cls.from_run(source["run"], **kwargs)
+        if source.get("backbone"):
+            return cls.from_backbone(source["backbone"], weights=source.get("weights", "default"), **kwargs)
+        raise ConfigError("This store does not record how to rebuild its model, so it cannot embed a query image. "
+                          "Search with --id ID, or re-embed with `transferkit embed --model NAME`.")
+
+    # -------------------------------------------------------------- embedding
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.precision == "bf16":
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                    y = self.module(x)
+            else:
+                y = self.module(x)
+            return y.reshape(y.shape[0], -1).float()
+
+    def embed_tensors(self, x: torch.Tensor) -> np.ndarray:
+        """Raw (not normalised) float32 ``(B, D)`` embeddings of preprocessed images."""
+        return self._forward(x).cpu().numpy()
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        """L2-normalised float32 ``(N, D)`` embeddings of PIL images."""
+        transform = self.preprocessing.eval_transform()
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = torch.stack([transform(im.convert("RGB")) for im in images])
+        return normalize(self.embed_tensors(x))
+
+    def iter_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 64,
+                   num_workers: int | None = None) -> Iterator[dict[str, Any]]:
+        """Stream embeddings of files, one batch at a time.
+
+        Decoding runs in ``num_workers`` threads (default :func:`default_num_workers`), a few
+        batches ahead of the model. Threads rather than DataLoader worker processes: PIL
+        decoding and resizing release the GIL, there is no per-run process start-up, and
+        forking a process that holds LanceDB's async runtime risks a deadlock (LanceDB
+        warns about exactly that).
+
+        Yields:
+            dicts with ``index`` (positions in ``paths`` embedded in this batch), ``vectors``
+            (normalised float32), ``info`` (per index: fingerprint, size, mtime, width,
+            height) and ``bad`` (``[(position, reason)]`` for unreadable files).
+        """
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}.")
+        dataset = _FileDataset([Path(p) for p in paths], self.preprocessing)
+        workers = default_num_workers() if num_workers is None else num_workers
+        for x, index, info, bad in _prefetch_batches(dataset, batch_size, workers):
+            if x is not None and self.device.type == "cuda":
+                x = x.pin_memory()
+            vectors = normalize(self.embed_tensors(x)) if x is not None else np.zeros((0, self.dim), dtype=np.float32)
+            yield {"index": index, "vectors": vectors, "info": info, "bad": bad}
+
+    def embed_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 64,
+                    num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """Embed image files.
+
+        Returns:
+            ``(vectors, ok_mask, reasons)``: ``(N, D)`` L2-normalised float32 (zero rows for
+            unreadable files), a boolean mask of the files that were read, and
+            ``{position: reason}`` for the others.
+        """
+        out = np.zeros((len(paths), self.dim), dtype=np.float32)
+        ok = np.zeros(len(paths), dtype=bool)
+        reasons: dict[int, str] = {}
+        for batch in self.iter_files(paths, batch_size=batch_size, num_workers=num_workers):
+            if len(batch["index"]):
+                out[batch["index"]] = batch["vectors"]
+                ok[batch["index"]] = True
+            reasons.update(dict(batch["bad"]))
+        return out, ok, reasons
+
+
+def _model_id(backbone: str, weights: str, pre: Preprocessing, dim: int, digest: str | None) -> dict[str, Any]:
+    return {"backbone": backbone, "weights": weights, "weights_digest": digest, "preprocessing": pre.to_dict(), "dim": int(dim)}
+
+
+def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
+    """blake2b-128 hex digest of a file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _FileDataset:
+    """Reads each file once: hashes the bytes, decodes them, records the original (EXIF-oriented) size."""
+
+    def __init__(self, paths: list[Path], pre: Preprocessing):
+        self.paths = paths
+        self.pre = pre
+        self.transform = pre.eval_transform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        try:
+            st = path.stat()
+            data = path.read_bytes()
+        except OSError as exc:
+            return None, i, None, f"cannot read file ({exc.strerror or exc})"
+        info = {"fingerprint": hashlib.blake2b(data, digest_size=16).hexdigest(), "size": st.st_size, "mtime": st.st_mtime_ns}
+        try:
+            info["width"], info["height"] = _oriented_size(data)
+            im = load_image(io.BytesIO(data), draft_size=self.pre.resize_size)
+            return self.transform(im), i, info, None
+        except UnreadableImageError as exc:
+            reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", path.name, str(exc))
+            return None, i, None, reason or "not an image"
+        except Exception as exc:  # noqa: BLE001 - e.g. a transform failing on a degenerate image
+            return None, i, None, f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _oriented_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception as exc:  # noqa: BLE001
+        raise UnreadableImageError(str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__) from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _prefetch_batches(dataset: _FileDataset, batch_size: int, workers: int):
+    """Collated batches in order, decoded by ``workers`` threads at most ``2 * workers`` batches ahead."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = range(0, len(dataset), batch_size)
+
+    def load(start: int):
+        return _collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+    if workers <= 0:
+        for start in starts:
+            yield load(start)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transferkit-decode") as pool:
+        pending: deque = deque()
+        it = iter(starts)
+        for start in it:
+            pending.append(pool.submit(load, start))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield batch
+
+
+def _collate(batch):
+    good = [b for b in batch if b[0] is not None]
+    bad = [(b[1], b[3]) for b in batch if b[0] is None]
+    if not good:
+        return None, [], [], bad
+    return torch.stack([b[0] for b in good]), [b[1] for b in good], [b[2] for b in good], bad
+
+
+# ---------------------------------------------------------------------- folder scan
+@dataclass
+class ImageEntry:
+    """One image found under DATA."""
+
+    path: Path
+    relpath: str
+    label: str
+    split: str
+
+    @property
+    def id(self) -> str:
+        return row_id(self.relpath)
+
+
+def row_id(relpath: str) -> str:
+    """Stable row id: blake2b-128 of the path relative to DATA (so a moved folder keeps its ids)."""
+    return hashlib.blake2b(relpath.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def scan_folder(data: str | os.PathLike) -> list[ImageEntry]:
+    """Images under ``data`` with their split and label.
+
+    Layouts: ``DATA/<split>/<class>/*`` (split = train/val/test folder name), ``DATA/<class>/*``
+    (split ``"all"``), or a flat ``DATA/*`` (label ``""``, split ``"all"``). Images directly
+    inside a split folder or DATA get label ``""``.
+
+    Raises:
+        DataNotFoundError: ``data`` does not exist.
+        DataError: not a folder, or no images.
+    """
+    root = Path(data)
+    if not root.exists():
+        raise DataNotFoundError(f"Image folder not found: {root}. Expected {root}/<class>/*.jpg, {root}/train/<class>/*.jpg or {root}/*.jpg.")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder. Pass the folder that holds the images.")
+    root = root.resolve()
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    split_dirs = [d for d in subdirs if d.name.lower() in _SPLIT_NAMES]
+    entries: list[ImageEntry] = []
+    if split_dirs:
+        groups = [(d, d.name) for d in split_dirs]
+    else:
+        groups = [(root, "all")]
+    for folder, split in groups:
+        for p in sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f)):
+            entries.append(ImageEntry(p, p.relative_to(root).as_posix(), "", split))
+        for cdir in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            for p in list_images(cdir):
+                entries.append(ImageEntry(p, p.relative_to(root).as_posix(), cdir.name, split))
+    if not entries:
+        raise DataError(f"No images found under {root}. Expected {root}/<class>/*.jpg, {root}/train/<class>/*.jpg or {root}/*.jpg "
+                        f"(jpg, png, bmp, gif, webp, tiff).")
+    return entries
+
+
+# ---------------------------------------------------------------------- embed_folder
+@dataclass
+class EmbedReport:
+    """What :func:`embed_folder` did.
+
+    Attributes:
+        added, updated, removed, unchanged: row counts.
+        skipped: unreadable files as ``{path: reason}``.
+        num_rows: rows in the store afterwards.
+        seconds: wall time; ``images_per_second`` over the embedded images.
+    """
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    num_rows: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    store: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated, "removed": self.removed, "unchanged": self.unchanged,
+                "skipped": len(self.skipped), "skipped_files": dict(self.skipped), "num_rows": self.num_rows,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 1), "store": self.store}
+
+
+def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str | os.PathLike, *, batch_size: int = 64,
+                 quiet: bool = False, progress: bool = True, num_workers: int | None = None,
+                 chunk_size: int | None = None) -> EmbedReport:
+    """Mirror the images under ``data`` into the store at ``store_path`` (created if needed).
+
+    Only new or changed files are embedded (size + mtime, then a blake2b of the bytes, decide
+    what changed); rows of deleted files are dropped; unreadable files are skipped, listed
+    and warned about. Rows are committed every ``chunk_size`` images, so a killed run is
+    completed by running it again, with no duplicates.
+
+    Args:
+        extractor: the model (see :class:`Extractor`).
+        data: the image folder (see :func:`scan_folder` for layouts).
+        store_path: the store folder.
+        batch_size: images per forward pass.
+        quiet: no progress bar (warnings still go to the ``transferkit`` logger).
+        progress: show a progress bar (stderr) with images/s.
+        num_workers: decoding threads (default: :func:`default_num_workers`).
+        chunk_size: images per commit (default ``max(256, 4 * batch_size)``).
+
+    Raises:
+        DataNotFoundError / DataError: bad ``data``.
+        StoreError / ModelMismatchError: the store cannot take these embeddings.
+    """
+    t0 = time.perf_counter()
+    entries = scan_folder(data)
+    store = EmbeddingStore.open_or_create(store_path, model_id=extractor.model_id, source=extractor.source,
+                                          extra={"data_root": str(Path(data).resolve())})
+    if store.meta.get("data_root") != str(Path(data).resolve()):
+        store.update_meta(data_root=str(Path(data).resolve()))
+    report = EmbedReport(store=str(store.path))
+    existing = {r["id"]: r for r in store.rows(columns=["id", "path", "relpath", "label", "split", "fingerprint", "size", "mtime"])}
+    todo: list[ImageEntry] = []
+    refresh: list[tuple[ImageEntry, os.stat_result, str]] = []  # same content, new path/mtime/label
+    for e in entries:
+        old = existing.get(e.id)
+        if old is None:
+            todo.append(e)
+            continue
+        try:
+            st = e.path.stat()
+        except OSError:
+            todo.append(e)  # will be reported as unreadable
+            continue
+        same_place = old["path"] == str(e.path) and old["label"] == e.label and old["split"] == e.split
+        if old["size"] == st.st_size and old["mtime"] == st.st_mtime_ns and same_place:
+            report.unchanged += 1
+            continue
+        if old["size"] == st.st_size:
+            try:
+                fp = file_digest(e.path)
+            except OSError:
+                todo.append(e)
+                continue
+            if fp == old["fingerprint"]:
+                refresh.append((e, st, fp))
+                continue
+        todo.append(e)
+    seen = {e.id for e in entries}
+    stale = [i for i in existing if i not in seen]
+
+    if refresh:
+        _refresh_rows(store, refresh)
+        report.unchanged += len(refresh)
+    report.removed = store.delete(stale)
+
+    chunk_size = chunk_size or max(256, 4 * batch_size)
+    bar = _Progress(len(todo), enabled=progress and not quiet and len(todo) > 0)
+    embedded = 0
+    t_embed = time.perf_counter()
+    try:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            rows: list[dict[str, Any]] = []
+            bad_ids: list[str] = []
+            for batch in extractor.iter_files([e.path for e in chunk], batch_size=batch_size, num_workers=num_workers):
+                for pos, vec, info in zip(batch["index"], batch["vectors"], batch["info"]):
+                    e = chunk[pos]
+                    rows.append({"id": e.id, "path": str(e.path), "relpath": e.relpath, "label": e.label, "split": e.split,
+                                 **info, "vector": vec})
+                for pos, reason in batch["bad"]:
+                    e = chunk[pos]
+                    report.skipped[str(e.path)] = reason
+                    if e.id in existing:
+                        bad_ids.append(e.id)  # its old embedding no longer describes the file
+                bar.advance(len(batch["index"]) + len(batch["bad"]))
+            store.upsert(rows)
+            store.delete(bad_ids)
+            embedded += len(rows)
+            for r in rows:
+                if r["id"] in existing:
+                    report.updated += 1
+                else:
+                    report.added += 1
+    finally:
+        bar.close()
+    for path, reason in report.skipped.items():
+        log.warning("Skipped unreadable image %s: %s", path, reason)
+    report.num_rows = len(store)
+    report.seconds = time.perf_counter() - t0
+    dt = time.perf_counter() - t_embed
+    report.images_per_second = embedded / dt if embedded and dt > 0 else 0.0
+    return report
+
+
+def _refresh_rows(store: EmbeddingStore, items: list[tuple[ImageEntry, os.stat_result, str]]) -> None:
+    """Rewrite metadata of rows whose bytes did not change (moved folder, touched file), keeping their vectors."""
+    by_id = {e.id: (e, st, fp) for e, st, fp in items}
+    for start in range(0, len(items), 1000):
+        ids = list(by_id)[start:start + 1000]
+        from .store import sql_quote
+
+        old_rows = store.rows(where="id IN (" + ", ".join(sql_quote(i) for i in ids) + ")")
+        rows = []
+        for r in old_rows:
+            e, st, fp = by_id[r["id"]]
+            r.update(path=str(e.path), relpath=e.relpath, label=e.label, split=e.split, size=st.st_size, mtime=st.st_mtime_ns,
+                     fingerprint=fp)
+            rows.append(r)
+        store.upsert(rows)
+
+
+class _Progress:
+    """A rich progress bar on stderr with images/s; a no-op when disabled."""
+
+    def __init__(self, total: int, *, enabled: bool):
+        self._p = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(
+            TextColumn("Embedding"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self._start = time.perf_counter()
+        self._done = 0
+        self._task = self._p.add_task("embed", total=total, rate="")
+        self._p.start()
+
+    def advance(self, n: int) -> None:
+        if self._p is None:
+            return
+        self._done += n
+        dt = time.perf_counter() - self._start
+        rate = f"{self._done / dt:.1f} img/s" if dt > 0 else ""
+        self._p.update(self._task, advance=n, rate=rate)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+            self._p = None
