@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, UnsafeFileError, WeightsUnavailableError, unknown_name
-from ._spec import Preprocessing, WeightsInfo
+from ._spec import WeightsInfo
 
 if TYPE_CHECKING:
     import torch
