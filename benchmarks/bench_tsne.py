@@ -1,0 +1,95 @@
+"""Time openTSNE (as used by ``transferkit.viz.project``) against scikit-learn's TSNE defaults.
+
+Data: ``--n`` L2-normalised vectors in ``--dim`` dimensions drawn around ``--clusters``
+random centres at distance 0.15 from the origin. Each cluster has its own low-rank spread
+(a 16-dimensional subspace, like the few directions along which images of one class vary)
+plus isotropic noise larger than the distance between centres, so neighbourhoods inside a
+cluster are noisy, as in real image embeddings (5-NN accuracy in the original space is
+about 0.98 rather than 1.0).
+
+Quality: ``sklearn.manifold.trustworthiness`` (n_neighbors=10) on a fixed random subsample of
+``--eval`` points (trustworthiness on all 10k points needs full pairwise distances), and the
+5-NN accuracy of the cluster labels in the 2-D map.
+
+Usage:
+    .venv/bin/python benchmarks/bench_tsne.py               # 10k x 512, ~ several minutes on 2 cores
+    .venv/bin/python benchmarks/bench_tsne.py --n 2000      # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def make_embeddings(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    centres *= 0.15 / np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = rng.integers(0, clusters, size=n)
+    rank = 16
+    bases = rng.normal(size=(clusters, rank, dim)) / np.sqrt(dim)
+    latent = rng.normal(size=(n, rank)) * 0.5
+    x = centres[labels] + np.einsum("nr,nrd->nd", latent, bases[labels]) + rng.normal(size=(n, dim)) * (1.5 / np.sqrt(dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), labels
+
+
+def quality(x: np.ndarray, y: np.ndarray, labels: np.ndarray, sub: np.ndarray) -> tuple[float, float]:
+    from sklearn.manifold import trustworthiness
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    tw = trustworthiness(x[sub], y[sub], n_neighbors=10)
+    knn = cross_val_score(KNeighborsClassifier(5), y, labels, cv=5).mean()
+    return float(tw), float(knn)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--clusters", type=int, default=20)
+    parser.add_argument("--eval", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-sklearn", action="store_true")
+    args = parser.parse_args()
+
+    from sklearn.manifold import TSNE as SkTSNE
+
+    from transferkit.viz import project
+
+    x, labels = make_embeddings(args.n, args.dim, args.clusters, args.seed)
+    sub = np.random.default_rng(1).choice(args.n, size=min(args.eval, args.n), replace=False)
+    print(f"data: {args.n} x {args.dim}, {args.clusters} clusters, {os.cpu_count()} CPU cores")
+
+    runs = [
+        ("openTSNE via viz.project (n_jobs=-1)", lambda: project(x, method="tsne", seed=0, n_jobs=-1).coords),
+        ("openTSNE via viz.project (n_jobs=1)", lambda: project(x, method="tsne", seed=0, n_jobs=1).coords),
+    ]
+    if not args.skip_sklearn:
+        runs.append(("sklearn TSNE defaults", lambda: SkTSNE(n_components=2, random_state=0).fit_transform(x)))
+
+    rows = []
+    for name, fn in runs:
+        t0 = time.perf_counter()
+        y = fn()
+        seconds = time.perf_counter() - t0
+        tw, knn = quality(x, y, labels, sub)
+        rows.append((name, seconds, tw, knn))
+        print(f"  done: {name}: {seconds:.1f} s", flush=True)
+
+    ref = rows[-1] if not args.skip_sklearn else None
+    print()
+    print(f"{'method':<40} {'seconds':>8} {'trustw@10':>10} {'5-NN acc':>9} {'speed-up':>9} {'d trustw':>9}")
+    for name, seconds, tw, knn in rows:
+        speed = f"{ref[1] / seconds:8.1f}x" if ref else "       -"
+        dtw = f"{tw - ref[2]:+9.4f}" if ref else "        -"
+        print(f"{name:<40} {seconds:8.1f} {tw:10.4f} {knn:9.3f} {speed:>9} {dtw}")
+
+
+if __name__ == "__main__":
+    main()
