@@ -32,13 +32,13 @@ _EXPORTS = {
     # data
     "discover": "data", "load_image": "data",
     # training and runs
-    "train": "train", "Run": "run", "load_run": "run", "compare": "run", "TransferModel": "model",
+    "train": "training", "Run": "run", "load_run": "run", "compare": "run", "TransferModel": "model",
     # embeddings, store, search, visualisation, pipeline
     "FeatureExtractor": "embed", "Extractor": "embed", "embed_folder": "embed",
     "EmbeddingStore": "store",
     "cosine_similarity": "search", "SemanticSearch": "search", "build_index": "search", "search_eval": "search",
     "project": "viz", "plot_png": "viz", "plot_html": "viz",
-    "pipeline": "pipeline", "PipelineResult": "pipeline",
+    "pipeline": "workflow", "PipelineResult": "workflow",
 }
 
 __all__ = ["__version__", *_EXPORTS]

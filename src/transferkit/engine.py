@@ -70,12 +70,21 @@ class FeatureBatch:
     seconds: float
 
 
-@torch.inference_mode()
 def compute_features(backbone, images: ImageSet, *, batch_size: int = 64, device: torch.device, num_workers: int | None = None,
-                     progress=None, description: str = "features") -> FeatureBatch:
-    """Run a frozen backbone once over ``images`` (eval transforms) and keep the features on the CPU."""
+                     progress=None, description: str = "features", runner=None, backend: str = "auto",
+                     precision: str = "auto") -> FeatureBatch:
+    """Run a frozen backbone once over ``images`` (eval transforms) and keep the features on the CPU.
+
+    ``runner`` (an :class:`~transferkit.accel.InferenceRunner`) is built from ``backend`` and
+    ``precision`` when not given; pass one to reuse its conversion across calls.
+    """
+    from .accel import InferenceRunner
+
     backbone.eval()
     pre = backbone.preprocessing
+    if runner is None:
+        runner = InferenceRunner(backbone, input_size=pre.input_size, device=device, backend=backend, precision=precision,
+                                 expected_items=len(images))
     loader = make_loader(images, pre.eval_transform(), batch_size=batch_size, device=device, num_workers=num_workers,
                          draft_size=pre.resize_size)
     feats, labels, idxs = [], [], []
@@ -86,10 +95,7 @@ def compute_features(backbone, images: ImageSet, *, batch_size: int = 64, device
         for i, reason in bad:
             skipped[int(i)] = reason
         if x is not None:
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with autocast_for(device):
-                f = backbone(x)
-            feats.append(f.float().cpu())
+            feats.append(runner(x).float().cpu())
             labels.append(y)
             idxs.append(idx)
         if task is not None:

@@ -59,6 +59,8 @@ class TrainConfig:
     num_workers: int | None = None
     feature_cache: bool = True
     augment: bool = True
+    backend: str = "auto"
+    precision: str = "auto"
 
     def validate(self) -> None:
         def positive(name, value, kind=float):
@@ -79,6 +81,12 @@ class TrainConfig:
             raise unknown_name("scheduler", self.scheduler, SCHEDULERS)
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"`patience` must be an int >= 1 (or None to disable early stopping); got {self.patience!r}.")
+        from .accel import BACKENDS, PRECISIONS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"`backend` must be one of {', '.join(BACKENDS)}; got {self.backend!r}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         if self.weight_decay < 0:
             raise ConfigError(f"`weight_decay` must be >= 0; got {self.weight_decay!r}.")
 
@@ -109,6 +117,8 @@ def train(
     num_workers: int | None = None,
     feature_cache: bool = True,
     augment: bool = True,
+    backend: str = "auto",
+    precision: str = "auto",
     resume: bool = False,
     quiet: bool = False,
 ):
@@ -136,6 +146,9 @@ def train(
         num_workers: image-decoding processes (default: cores - 1).
         feature_cache: with a frozen backbone, compute features once and train the head on them.
         augment: random resized crop + flip while fine-tuning (the cached path uses centre crops).
+        backend: inference backend for frozen features: ``auto`` (OpenVINO on CPU when installed),
+            ``torch`` or ``openvino``.
+        precision: ``auto`` (bf16 only where it keeps features within cosine 0.999 of fp32), ``fp32``, ``bf16``.
         resume: continue the run in ``out`` from its last completed epoch.
         quiet: no progress bars or messages.
 
@@ -157,6 +170,7 @@ def train(
             weights=str(weights), head_lr=head_lr, backbone_lr=backbone_lr, optimizer=optimizer, scheduler=scheduler,
             weight_decay=weight_decay, patience=patience, device=device, unfreeze_stages=unfreeze_stages,
             val_fraction=val_fraction, num_workers=num_workers, feature_cache=feature_cache, augment=augment,
+            backend=backend, precision=precision,
         )
         state = None
     cfg.validate()
@@ -244,6 +258,17 @@ class _Trainer:
         self.cached = self.strategy.is_backbone_frozen and cfg.feature_cache
         return self._loop()
 
+    def _runner(self):
+        """One inference runner for the frozen backbone, shared by the probe and the feature cache."""
+        from .accel import InferenceRunner
+
+        if getattr(self, "_inference_runner", None) is None:
+            bb = self.model.backbone
+            self._inference_runner = InferenceRunner(bb, input_size=bb.preprocessing.input_size, device=self.device,
+                                                     backend=self.cfg.backend, precision=self.cfg.precision,
+                                                     expected_items=len(self.splits.train) + len(self.splits.val))
+        return self._inference_runner
+
     def _auto_decide(self) -> AutoDecision:
         """Probe how well the frozen pretrained features separate the classes (LOO kNN on a sample)."""
         train = self.splits.train
@@ -256,7 +281,8 @@ class _Trainer:
         sample = sorted(i for v in per_class.values() for i in v)
         with self.ui.progress() as prog:
             fb = compute_features(self.model.backbone, train.subset(sample), batch_size=self.cfg.batch_size * 2,
-                                  device=self.device, num_workers=self.cfg.num_workers, progress=prog, description="auto: probing features")
+                                  device=self.device, num_workers=self.cfg.num_workers, progress=prog,
+                                  description="auto: probing features", runner=self._runner())
         self._probe = {sample[int(i)]: fb.features[j] for j, i in enumerate(fb.indices.tolist())}
         labels = fb.labels.numpy()
         if len(labels) < 3:
@@ -355,7 +381,8 @@ class _Trainer:
         todo = [i for i in range(len(self.splits.train)) if i not in memo]
         with self.ui.progress() as prog:
             part = compute_features(self.model.backbone, self.splits.train.subset(todo), batch_size=max(cfg.batch_size, 64),
-                                    device=self.device, num_workers=cfg.num_workers, progress=prog, description="features (train)")
+                                    device=self.device, num_workers=cfg.num_workers, progress=prog, description="features (train)",
+                                    runner=self._runner())
             # merge with the features already computed by the ``auto`` probe, in dataset order
             feats = dict(memo)
             feats.update({todo[int(i)]: part.features[j] for j, i in enumerate(part.indices.tolist())})
@@ -365,14 +392,17 @@ class _Trainer:
                 torch.tensor([self.splits.train.labels[i] for i in order], dtype=torch.long),
                 torch.tensor(order, dtype=torch.long), {todo[i]: r for i, r in part.skipped.items()}, part.seconds)
             va = compute_features(self.model.backbone, self.splits.val, batch_size=max(cfg.batch_size, 64), device=self.device,
-                                  num_workers=cfg.num_workers, progress=prog, description="features (val)")
+                                  num_workers=cfg.num_workers, progress=prog, description="features (val)", runner=self._runner())
         self._note_skipped(self.splits.train, tr.skipped)
         self._note_skipped(self.splits.val, va.skipped)
         if len(tr.features) == 0:
             raise DataError(f"None of the training images under {self.splits.root} could be decoded. Check the files.")
         n_new = len(part.features) + len(va.features)
+        info = self._runner().info
         self.ui.info(f"Cached frozen features of {len(tr.features) + len(va.features)} images ({n_new} computed in "
-                     f"{part.seconds + va.seconds:.1f}s, {n_new / max(part.seconds + va.seconds, 1e-9):.0f} img/s)")
+                     f"{part.seconds + va.seconds:.1f}s, {n_new / max(part.seconds + va.seconds, 1e-9):.0f} img/s, "
+                     f"{info.get('backend')} {info.get('precision')})")
+        self.inference_info = dict(info)
         self.train_feats, self.train_labels = tr.features.to(self.device), tr.labels.to(self.device)
         self.val_feats, self.val_labels = va.features.to(self.device), va.labels.to(self.device)
 
@@ -499,6 +529,7 @@ class _Trainer:
             "skipped_files": len(self.skipped), "skipped": self.skipped, "strategy": self.strategy.describe(),
             "auto": self.auto, "parameters": self.param_summary, "dataset": self.splits.summary(),
             "confusion_matrix": cm, "device": str(self.device), "model": self.cfg.model,
+            "inference": getattr(self, "inference_info", None),
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)

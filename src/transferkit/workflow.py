@@ -100,7 +100,7 @@ def pipeline(
     from .embed import Extractor, embed_folder
     from .report import write_report
     from .search import build_index, search_eval
-    from .train import CONFIG_FILE, train
+    from .training import CONFIG_FILE, train
 
     ui = UI(quiet)
     out_dir = Path(out) if out is not None else Path("runs") / datetime.now().strftime("pipeline-%Y%m%d-%H%M%S")
@@ -176,7 +176,7 @@ def pipeline(
 
 def _example_queries(run, store, data, *, top_k: int = 5) -> list[dict[str, Any]]:
     """One query per class from the validation split, with its top-k neighbours (itself excluded)."""
-    from .train import splits_for_run
+    from .training import splits_for_run
 
     snap = store.snapshot()
     by_path = {str(Path(p).resolve()): i for i, p in enumerate(snap["path"])}

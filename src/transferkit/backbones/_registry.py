@@ -171,7 +171,9 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure here is a bad user file
         text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text or "weights_only" in text:
+        # torch says "Weights only load failed" for any unpickling error; only a refused
+        # GLOBAL (a class or function the pickle wants to import) means executable content.
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise UnsafeFileError(
                 f"Refused to load {path}: it contains pickled Python objects that could run code. "
                 "Only plain tensors are accepted; re-save it with torch.save(model.state_dict()) or as .safetensors."

@@ -49,7 +49,7 @@ def pipeline_cmd(
 ) -> None:
     """Run all seven steps (train, extractor, embed, plot, index, search) and write report.html."""
     setup_logging(quiet)
-    from ..pipeline import pipeline
+    from ..workflow import pipeline
 
     result = pipeline(data, out=out, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
                       weights=weights, device=device, tsne=not no_tsne, quiet=quiet)
@@ -73,7 +73,7 @@ def demo_cmd(
     setup_logging(quiet)
     import shutil
 
-    from ..pipeline import pipeline
+    from ..workflow import pipeline
 
     if (out / "report.html").exists():
         shutil.rmtree(out)  # the demo always starts fresh; it only ever writes inside --out

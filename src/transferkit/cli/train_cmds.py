@@ -65,13 +65,15 @@ def train_cmd(
     workers: int = typer.Option(None, "--workers", min=0, help="Image-decoding processes (default: cores - 1)."),
     no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="Run the frozen backbone every epoch."),
     no_augment: bool = typer.Option(False, "--no-augment", help="No random crop/flip while fine-tuning."),
+    backend: str = typer.Option("auto", "--backend", help="Frozen-feature inference: auto | torch | openvino."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 only if cos >= 0.999 to fp32) | fp32 | bf16."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last completed epoch."),
     json_: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
 ) -> None:
     """Train a classifier by transfer learning and save it to a run directory."""
     setup_logging(quiet)
-    from ..train import train
+    from ..training import train
 
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out RUN_DIR (the run to continue).")
@@ -79,7 +81,8 @@ def train_cmd(
         data, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, out=out, seed=seed, weights=weights,
         head_lr=head_lr, backbone_lr=backbone_lr, unfreeze_stages=unfreeze_stages, optimizer=optimizer, scheduler=scheduler,
         patience=patience, device=device, val_fraction=val_fraction, num_workers=workers,
-        feature_cache=not no_feature_cache, augment=not no_augment, resume=resume, quiet=quiet,
+        feature_cache=not no_feature_cache, augment=not no_augment, backend=backend, precision=precision, resume=resume,
+        quiet=quiet,
     )
     m = run.metrics
     if json_:

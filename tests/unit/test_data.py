@@ -1,0 +1,247 @@
+"""Image folders, splits, robust decoding."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transferkit.data import UnreadableImageError, collate_skip, discover, list_images, load_image
+from transferkit.errors import DataError, DataNotFoundError
+
+
+def _names(images) -> list[str]:
+    return [p.name for p in images.paths]
+
+
+def test_split_folders_layout(split_data):
+    s = discover(split_data)
+    assert s.layout == "split-folders"
+    assert s.classes == ["blue", "green", "red"]
+    assert s.train.counts() == {"blue": 12, "green": 12, "red": 12}
+    assert s.val.counts() == {"blue": 4, "green": 4, "red": 4}
+    assert s.test is None and s.skipped == {}
+    assert all(p.parent.parent.name == "train" for p in s.train.paths)
+    assert all(s.classes[y] == p.parent.name for p, y in zip(s.val.paths, s.val.labels))
+    summary = s.summary()
+    assert summary["num_train"] == 36 and summary["num_val"] == 12 and summary["skipped_files"] == 0
+
+
+def test_class_folders_layout_is_split_stratified(flat_data):
+    s = discover(flat_data, val_fraction=0.2, seed=0)
+    assert s.layout == "class-folders"
+    assert s.val.counts() == {"blue": 2, "green": 2, "red": 2}
+    assert s.train.counts() == {"blue": 8, "green": 8, "red": 8}
+    assert not set(s.train.paths) & set(s.val.paths)
+    assert set(s.train.paths) | set(s.val.paths) == set(list_images(flat_data))
+    half = discover(flat_data, val_fraction=0.5, seed=0)
+    assert half.val.counts() == {"blue": 5, "green": 5, "red": 5}
+
+
+def test_split_is_deterministic_by_seed(flat_data):
+    a, b = discover(flat_data, seed=3), discover(flat_data, seed=3)
+    assert a.val.paths == b.val.paths and a.train.paths == b.train.paths
+    others = {tuple(discover(flat_data, seed=s).val.paths) for s in range(4, 9)}
+    assert len(others | {tuple(a.val.paths)}) > 1, "the seed does not change the split"
+
+
+def test_val_fraction_out_of_range(flat_data):
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(DataError, match=r"--val-fraction must be in \(0, 1\)"):
+            discover(flat_data, val_fraction=bad)
+
+
+def test_train_without_val_is_split_and_test_is_kept(tmp_path, synth):
+    rng = np.random.default_rng(0)
+    for c in ("blue", "red"):
+        synth.write_class_images(tmp_path / "train" / c, synth.COLOURS[c], 5, rng)
+        synth.write_class_images(tmp_path / "test" / c, synth.COLOURS[c], 2, rng)
+    s = discover(tmp_path, val_fraction=0.2)
+    assert s.layout == "train-folder-split"
+    assert s.val.counts() == {"blue": 1, "red": 1} and s.train.counts() == {"blue": 4, "red": 4}
+    assert s.test is not None and s.test.counts() == {"blue": 2, "red": 2}
+    assert s.split("test") is s.test and s.split("valid") is s.val
+    assert s.summary()["num_test"] == 4
+
+
+def test_valid_folder_is_accepted(tmp_path, synth):
+    rng = np.random.default_rng(0)
+    for c in ("blue", "red"):
+        synth.write_class_images(tmp_path / "Training" / c, synth.COLOURS[c], 3, rng)
+        synth.write_class_images(tmp_path / "valid" / c, synth.COLOURS[c], 2, rng)
+    s = discover(tmp_path)
+    assert s.layout == "split-folders"
+    assert s.val.counts() == {"blue": 2, "red": 2}
+    assert all(p.parent.parent.name == "valid" for p in s.val.paths)
+
+
+def test_missing_test_split_and_unknown_split(split_data):
+    s = discover(split_data)
+    with pytest.raises(DataError, match=r"No test/ split under .*Use --split val"):
+        s.split("test")
+    with pytest.raises(DataError, match=r"Unknown split 'dev'\. Choose from: train, val, test\."):
+        s.split("dev")
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path, split_data):
+    data = tmp_path / "d"
+    shutil.copytree(split_data, data)
+    (data / "train" / "red" / "empty.png").write_bytes(b"")
+    (data / "train" / "red" / "text.jpg").write_text("not an image")
+    (data / "val" / "blue" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (data / "train" / "red" / "notes.txt").write_text("ignored: not an image extension")
+    (data / "train" / "red" / ".hidden.jpg").write_text("ignored: hidden")
+    (data / "train" / "red" / "Thumbs.db").write_text("ignored: OS clutter")
+    s = discover(data)
+    assert sorted(Path(p).name for p in s.skipped) == ["corrupt.png", "empty.png", "text.jpg"]
+    assert s.skipped[str(data / "train" / "red" / "empty.png")] == "empty file"
+    assert s.train.counts()["red"] == 12 and s.val.counts()["blue"] == 4
+    assert s.summary()["skipped_files"] == 3
+
+
+def test_no_images_is_a_data_error(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match=r"No readable images found under .*Expected .*<class>/\*\.jpg"):
+        discover(tmp_path)
+
+
+def test_only_unreadable_images_mentions_the_skipped_count(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        (tmp_path / c / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"No readable images found under .*\(2 unreadable files skipped\)"):
+        discover(tmp_path)
+
+
+def test_one_class_is_a_data_error(tmp_path, synth):
+    synth.write_class_images(tmp_path / "only", synth.COLOURS["red"], 3, np.random.default_rng(0))
+    with pytest.raises(DataError, match=r"Only one class \('only'\) under .*at least two class folders"):
+        discover(tmp_path)
+
+
+def test_val_class_missing_from_train_is_a_data_error(tmp_path, synth):
+    synth.make_dataset(tmp_path, classes=("blue", "red"), per_class=2, val_per_class=1)
+    synth.write_class_images(tmp_path / "val" / "green", synth.COLOURS["green"], 1, np.random.default_rng(1))
+    with pytest.raises(DataError, match=r"The validation split has classes not in training: green\. Add them to the train folder"):
+        discover(tmp_path)
+
+
+def test_empty_val_is_a_data_error(tmp_path, synth):
+    synth.make_dataset(tmp_path, classes=("blue", "red"), per_class=2, val_per_class=1)
+    shutil.rmtree(tmp_path / "val")
+    (tmp_path / "val").mkdir()
+    with pytest.raises(DataError, match=r"The validation split of .* is empty"):
+        discover(tmp_path)
+
+
+def test_missing_folder_is_data_not_found(tmp_path):
+    with pytest.raises(DataNotFoundError, match=r"Dataset folder not found: .*nope\. Expected"):
+        discover(tmp_path / "nope")
+    assert issubclass(DataNotFoundError, FileNotFoundError)
+
+
+def test_file_instead_of_folder(tmp_path):
+    f = tmp_path / "data.zip"
+    f.write_bytes(b"PK")
+    with pytest.raises(DataError, match=r"data\.zip is a file, not a folder"):
+        discover(f)
+
+
+def test_list_images_filters_and_sorts(tmp_path):
+    for name in ("b.PNG", "a.jpg", "c.webp", "d.txt", ".e.jpg", "desktop.ini"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f.tiff").write_bytes(b"x")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.webp", "sub/f.tiff"]
+
+
+# -- load_image ---------------------------------------------------------------------------------
+
+
+def _mode_image(mode: str) -> Image.Image:
+    if mode in ("I;16", "I", "F"):
+        arr = np.linspace(0, 1000, 20 * 10).reshape(10, 20)
+        dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+        return Image.fromarray(arr.astype(dtype), mode=mode) if mode != "I;16" else Image.fromarray(arr.astype(dtype))
+    if mode == "P":
+        return Image.new("RGB", (20, 10), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    colour = {"1": 1, "L": 128, "LA": (128, 0), "RGBA": (10, 20, 30, 0), "CMYK": (0, 255, 255, 0)}[mode]
+    return Image.new(mode, (20, 10), colour)
+
+
+@pytest.mark.parametrize("mode, ext", [("L", "png"), ("LA", "png"), ("P", "png"), ("RGBA", "png"), ("CMYK", "jpg"),
+                                       ("I;16", "png"), ("I", "tif"), ("F", "tif"), ("1", "png")])
+def test_load_image_converts_every_mode_to_rgb(tmp_path, mode, ext):
+    im = _mode_image(mode)
+    path = tmp_path / f"img.{ext}"
+    im.save(path)
+    assert Image.open(path).mode == im.mode  # the file really is in that mode
+    out = load_image(path)
+    assert out.mode == "RGB" and out.size == (20, 10)
+    px = np.asarray(out)
+    if mode in ("LA", "RGBA"):  # fully transparent -> composited on white
+        assert (px == 255).all()
+    elif mode == "1":
+        assert (px == 255).all()
+    elif mode == "L":
+        assert (px == 128).all()
+    elif mode == "CMYK":
+        assert px[..., 0].mean() > 200 and px[..., 1:].mean() < 60  # cyan 0, magenta+yellow full -> red
+    elif mode == "P":
+        assert tuple(px[0, 0]) == (10, 200, 30)
+    else:  # high bit depth: stretched to the full 8-bit range, monotone along the gradient
+        assert px.min() == 0 and px.max() == 255
+        flat = px[..., 0].reshape(-1)
+        assert (np.diff(flat.astype(int)) >= 0).all()
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    im = Image.new("RGB", (40, 20), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    assert Image.open(tmp_path / "rot.jpg").size == (40, 20)
+    assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+
+
+def test_load_image_pixel_limit(tmp_path):
+    Image.new("RGB", (32, 32)).save(tmp_path / "big.png")
+    with pytest.raises(UnreadableImageError, match=r"32x32 pixels exceeds the limit of 1,000 \(possible decompression bomb"):
+        load_image(tmp_path / "big.png", max_pixels=1000)
+    assert load_image(tmp_path / "big.png", max_pixels=None).size == (32, 32)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30])
+def test_load_image_bad_files_raise_unreadable(tmp_path, content):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableImageError):
+        load_image(path)
+
+
+def test_load_image_truncated_file(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableImageError):
+        load_image(tmp_path / "cut.png")
+
+
+def test_load_image_missing_file(tmp_path):
+    with pytest.raises(UnreadableImageError):
+        load_image(tmp_path / "missing.jpg")
+
+
+def test_collate_skip_drops_bad_items():
+    import torch
+
+    batch = [(torch.zeros(3, 2, 2), 1, 0, None), (None, 0, 1, "bad"), (torch.ones(3, 2, 2), 2, 2, None)]
+    x, y, idx, bad = collate_skip(batch)
+    assert x.shape == (2, 3, 2, 2) and y.tolist() == [1, 2] and idx.tolist() == [0, 2] and bad == [(1, "bad")]
+    assert collate_skip([(None, 0, 5, "why")]) == (None, None, None, [(5, "why")])
