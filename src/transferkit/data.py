@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import warnings
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,9 @@ log = logging.getLogger("transferkit")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 #: Default limit on decoded pixels; larger images are skipped as possible decompression bombs.
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Environment variable that overrides :data:`DEFAULT_MAX_PIXELS` (a positive integer, or 0 for no limit).
+MAX_PIXELS_ENV = "TRANSFERKIT_MAX_PIXELS"
+_FROM_ENV = -1  # sentinel default: resolve with max_pixels_limit()
 _OS_CLUTTER = {".ds_store", "thumbs.db", "desktop.ini"}
 _TRAIN_NAMES = ("train", "training")
 _VAL_NAMES = ("val", "valid", "validation")
@@ -25,6 +30,52 @@ _TEST_NAMES = ("test", "testing")
 
 class UnreadableImageError(Exception):
     """An image file that cannot be decoded (internal; callers skip the file)."""
+
+
+def max_pixels_limit() -> int | None:
+    """The decoded-pixel limit: ``$TRANSFERKIT_MAX_PIXELS`` if set (``0`` = no limit), else :data:`DEFAULT_MAX_PIXELS`.
+
+    Raises:
+        ConfigError: the variable is not a non-negative integer.
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{MAX_PIXELS_ENV} must be a non-negative integer (0 = no limit); got {os.environ[MAX_PIXELS_ENV]!r}.")
+    return value or None
+
+
+def _resolve_max_pixels(max_pixels: int | None) -> int | None:
+    return max_pixels_limit() if max_pixels == _FROM_ENV else max_pixels
+
+
+def _bomb_reason(size: tuple[int, int] | None, limit: int | None, exc: BaseException | None = None) -> str:
+    if size is None and exc is not None:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        what = f"{int(m.group(1)):,} pixels" if m else "the image"
+    else:
+        what = f"{size[0]}x{size[1]} pixels" if size else "the image"
+    lim = f"{limit:,}" if limit else "PIL's default"
+    return f"{what} exceeds the limit of {lim} (possible decompression bomb; raise {MAX_PIXELS_ENV} to allow it)"
+
+
+@contextmanager
+def _pil_pixel_limit(limit: int | None):
+    """Make PIL's own bomb check agree with ``limit`` (PIL warns above it and refuses above twice it)."""
+    from PIL import Image
+
+    # A process-wide setting; every caller in transferkit sets the same value, so threads agree.
+    Image.MAX_IMAGE_PIXELS = limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def is_image_file(path: Path) -> bool:
@@ -53,41 +104,45 @@ def list_images(root: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fname in sorted(filenames):
             p = Path(dirpath) / fname
-            if is_image_file(p) and p.is_file():
+            # a dangling or looping symlink is kept, so it is reported as unreadable rather than vanishing
+            if is_image_file(p) and (p.is_file() or p.is_symlink()):
                 out.append(p)
     return out
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None):
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, draft_size: int | None = None):
     """Open an image as RGB with EXIF orientation applied.
 
     Any mode (1, L, LA, P, RGBA, CMYK, I;16, I, F) is converted to RGB; transparency is
     composited on white. ``draft_size`` lets JPEG decode at a reduced scale that still
     covers that many pixels on the short side (much faster for large photos).
 
+    Args:
+        max_pixels: refuse images with more pixels (``None``: no limit). Default:
+            :func:`max_pixels_limit` (``$TRANSFERKIT_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`).
+
     Raises:
         UnreadableImageError: missing, empty, truncated, not an image, or over ``max_pixels``.
     """
     from PIL import Image, ImageOps
 
+    limit = _resolve_max_pixels(max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if max_pixels is not None and w * h > max_pixels:
-                    raise UnreadableImageError(f"{w}x{h} pixels exceeds the limit of {max_pixels:,} (possible decompression bomb)")
-                if draft_size and im.format == "JPEG":
-                    scale = min(w, h) / draft_size
-                    if scale >= 2:
-                        im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
+        with _pil_pixel_limit(limit), Image.open(path) as im:
+            w, h = im.size
+            if limit is not None and w * h > limit:
+                raise UnreadableImageError(_bomb_reason((w, h), limit))
+            if draft_size and im.format == "JPEG":
+                scale = min(w, h) / draft_size
+                if scale >= 2:
+                    im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
     except UnreadableImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnreadableImageError(f"possible decompression bomb ({exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImageError(_bomb_reason(None, limit, exc)) from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnreadableImageError(msg[:200]) from None
@@ -221,17 +276,18 @@ def _header_problem(path: Path) -> str | None:
     """Cheap check (header only) that a file is an image; returns the reason if not."""
     from PIL import Image
 
+    limit = max_pixels_limit()
     try:
         if path.stat().st_size == 0:
             return "empty file"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                w, h = im.size
-                if w < 1 or h < 1:
-                    return "zero-size image"
-                if w * h > DEFAULT_MAX_PIXELS:
-                    return f"{w}x{h} pixels exceeds the limit of {DEFAULT_MAX_PIXELS:,} (possible decompression bomb)"
+        with _pil_pixel_limit(limit), Image.open(path) as im:
+            w, h = im.size
+            if w < 1 or h < 1:
+                return "zero-size image"
+            if limit is not None and w * h > limit:
+                return _bomb_reason((w, h), limit)
+    except Image.DecompressionBombError as exc:
+        return _bomb_reason(None, limit, exc)
     except Exception as exc:  # noqa: BLE001
         return (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200]
     return None
@@ -331,10 +387,10 @@ class ImageDataset:
     and reports their indices, so a bad file never crashes a run.
     """
 
-    def __init__(self, images: ImageSet, transform, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None):
+    def __init__(self, images: ImageSet, transform, *, max_pixels: int | None = _FROM_ENV, draft_size: int | None = None):
         self.images = images
         self.transform = transform
-        self.max_pixels = max_pixels
+        self.max_pixels = _resolve_max_pixels(max_pixels)  # resolved here, so a bad setting fails before any worker starts
         self.draft_size = draft_size
 
     def __len__(self) -> int:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .backbones import Preprocessing
-from .data import UnreadableImageError, default_num_workers, is_image_file, list_images, load_image
+from .data import UnreadableImageError, default_num_workers, is_image_file, list_images, load_image, max_pixels_limit
 from .errors import ConfigError, DataError, DataNotFoundError
 from .store import EmbeddingStore, normalize
 
@@ -303,6 +303,7 @@ class _FileDataset:
         self.paths = paths
         self.pre = pre
         self.transform = pre.eval_transform()
+        self.max_pixels = max_pixels_limit()  # resolved once, here, so a bad setting fails before decoding starts
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -316,8 +317,9 @@ class _FileDataset:
             return None, i, None, f"cannot read file ({exc.strerror or exc})"
         info = {"fingerprint": hashlib.blake2b(data, digest_size=16).hexdigest(), "size": st.st_size, "mtime": st.st_mtime_ns}
         try:
+            # decode first: load_image applies the pixel limit before PIL allocates anything
+            im = load_image(io.BytesIO(data), max_pixels=self.max_pixels, draft_size=self.pre.resize_size)
             info["width"], info["height"] = _oriented_size(data)
-            im = load_image(io.BytesIO(data), draft_size=self.pre.resize_size)
             return self.transform(im), i, info, None
         except UnreadableImageError as exc:
             reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", path.name, str(exc))

@@ -141,7 +141,8 @@ def load_model(run_dir: str | os.PathLike) -> tuple[TransferModel, dict[str, Any
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:200]
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        first = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:200]  # line 0 is a generic header
         raise RunError(f"{weights_path} does not match backbone {meta['backbone']!r} with {meta['num_classes']} classes ({first}).") from None
     model.eval()
     return model, meta

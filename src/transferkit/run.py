@@ -12,7 +12,7 @@ from typing import Any
 from ._io import write_json_atomic
 from ._ui import UI
 from .data import ImageSet, is_image_file, list_images
-from .errors import DataError, DataNotFoundError, RunError
+from .errors import DataError, DataNotFoundError
 
 
 class Run:
@@ -32,10 +32,22 @@ class Run:
         metrics_path = self.path / "metrics.json"
         self.metrics: dict[str, Any] = {}
         if metrics_path.exists():
+            # metrics.json is a report, not needed to predict or evaluate: a damaged one is ignored with a warning.
             try:
-                self.metrics = json.loads(metrics_path.read_text())
+                metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise RunError(f"Corrupt {metrics_path}: {exc}. Re-evaluate with `transferkit evaluate`.") from None
+                metrics = None
+                reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            else:
+                reason = "expected a JSON object"
+            if isinstance(metrics, dict):
+                self.metrics = metrics
+            else:
+                import logging
+
+                logging.getLogger("transferkit").warning(
+                    "Ignoring corrupt %s (%s). Hint: `transferkit evaluate %s DATA --json` recomputes the metrics.",
+                    metrics_path, reason, self.path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Run:
@@ -85,13 +97,13 @@ class Run:
             DataError: the split is missing or holds classes the model does not know.
         """
         from .engine import resolve_device
-        from .train import classification_metrics, predict_logits, splits_for_run
+        from .training import classification_metrics, predict_logits, splits_for_run
 
+        dev = resolve_device(device)
+        model = self.model.to(dev)  # first: a damaged run is reported as such, not as a data mismatch
         splits = splits_for_run(data, self.meta)
         images = splits.split(split)
         images = self._remap(images)
-        dev = resolve_device(device)
-        model = self.model.to(dev)
         logits, labels = predict_logits(model, images, batch_size=batch_size, device=dev, num_workers=num_workers, ui=UI(quiet))
         out = classification_metrics(logits, labels, self.classes)
         out["split"] = split
@@ -187,7 +199,7 @@ def compare(data: str | os.PathLike, *, model: str = "resnet18", epochs: int = 5
     """
     from datetime import datetime
 
-    from .train import train
+    from .training import train
 
     out_dir = Path(out) if out is not None else Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
     rows = []

@@ -14,6 +14,7 @@ partial embed never duplicates rows.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from ._io import write_json_atomic
-from .errors import ModelMismatchError, StoreError
+from .errors import ModelMismatchError, StoreError, TransferKitError
 
 STORE_FORMAT_VERSION = 1
 META_NAME = "transferkit_store.json"
@@ -52,6 +53,28 @@ def _schema(dim: int):
             pa.field("vector", pa.list_(pa.float32(), dim)),
         ]
     )
+
+
+def _table_errors(action: str):
+    """Turn LanceDB/Arrow failures on damaged table files into a :class:`StoreError` with the fix."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except TransferKitError:
+                raise
+            except (RuntimeError, OSError, ValueError) as exc:  # lance raises RuntimeError, Arrow ValueError subclasses
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                raise StoreError(
+                    f"Cannot {action} the embedding store {self.path}: its table files are damaged ({first}). "
+                    f"Re-create it with `transferkit embed DATA --store NEW_FOLDER`, or restore the folder from a backup."
+                ) from None
+
+        return inner
+
+    return wrap
 
 
 def sql_quote(value: str) -> str:
@@ -160,6 +183,9 @@ class EmbeddingStore:
         model = meta.get("model")
         if not isinstance(model, dict) or not isinstance(meta.get("dim"), int) or meta["dim"] < 1:
             raise StoreError(f"Corrupt store metadata {meta_path}: missing 'model' or 'dim'. Re-create the store into a new --store.")
+        if not isinstance(meta.get("source", {}), dict) or model.get("dim", meta["dim"]) != meta["dim"]:
+            raise StoreError(f"Corrupt store metadata {meta_path}: 'source' or 'model.dim' is malformed. "
+                             f"Re-create the store into a new --store.")
         store = cls(path, meta)
         if model_id is not None:
             store.check_model(model_id)
@@ -193,6 +219,7 @@ class EmbeddingStore:
         self.meta.update(fields)
         write_json_atomic(self.path / META_NAME, self.meta)
 
+    @_table_errors("open")
     def _open_table(self, *, create: bool):
         import lancedb
 
@@ -220,11 +247,13 @@ class EmbeddingStore:
         return self._open_table(create=True)
 
     @property
+    @_table_errors("read")
     def version(self) -> int:
         """The table version; changes with every write (used to detect a stale index)."""
         return int(self.table.version)
 
     # ------------------------------------------------------------------ writes
+    @_table_errors("write to")
     def upsert(self, rows: Sequence[dict[str, Any]] | Any) -> int:
         """Insert or replace rows by ``id`` in one commit; vectors are L2-normalised here.
 
@@ -255,6 +284,7 @@ class EmbeddingStore:
         self._cache = None
         return len(rows)
 
+    @_table_errors("write to")
     def delete(self, ids: Iterable[str]) -> int:
         """Delete rows by id (in chunks); returns how many ids were asked for."""
         ids = list(ids)
@@ -266,6 +296,7 @@ class EmbeddingStore:
         return len(ids)
 
     # ------------------------------------------------------------------ reads
+    @_table_errors("read")
     def __len__(self) -> int:
         return int(self.table.count_rows())
 
@@ -275,6 +306,7 @@ class EmbeddingStore:
         tbl = self._scan(columns=columns, where=_where(where, label, split))
         return tbl.to_pylist()
 
+    @_table_errors("read")
     def _scan(self, *, columns: Sequence[str] | None = None, where: str | None = None):
         # A vector-less query is a plain scan; it avoids needing pylance for filtered reads.
         q = self.table.search()

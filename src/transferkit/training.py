@@ -23,7 +23,7 @@ from ._io import atomic_path, write_json_atomic, write_text_atomic
 from ._ui import UI
 from .backbones import create_backbone
 from .data import DatasetSplits, ImageSet, discover
-from .engine import FeatureBatch, autocast_for, compute_features, make_loader, resolve_device
+from .engine import FeatureBatch, autocast_for, compute_features, make_loader, resolve_device, training_autocast_dtype
 from .errors import ConfigError, DataError, RunError
 from .model import TransferModel, save_model
 from .strategies import AutoDecision, choose_auto, get_strategy, knn_probe_accuracy
@@ -148,7 +148,8 @@ def train(
         augment: random resized crop + flip while fine-tuning (the cached path uses centre crops).
         backend: inference backend for frozen features: ``auto`` (OpenVINO on CPU when installed),
             ``torch`` or ``openvino``.
-        precision: ``auto`` (bf16 only where it keeps features within cosine 0.999 of fp32), ``fp32``, ``bf16``.
+        precision: ``auto``: frozen features in bf16 only where they stay within cosine 0.999 of fp32,
+            fine-tuning with bf16 autocast on CUDA and on CPUs with native bf16; ``fp32``; ``bf16``.
         resume: continue the run in ``out`` from its last completed epoch.
         quiet: no progress bars or messages.
 
@@ -196,7 +197,18 @@ def _load_resume(out_dir: Path) -> tuple[TrainConfig, dict | None]:
         try:
             state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise RunError(f"Cannot resume {out_dir}: corrupt {CHECKPOINT_FILE} ({str(exc)[:120]}). Start a new run.") from None
+            text = str(exc)
+            if "Unsupported global" in text or "GLOBAL" in text:
+                from .errors import UnsafeFileError
+
+                raise UnsafeFileError(
+                    f"Refused to load {ckpt}: it contains pickled Python objects that could run code. "
+                    "Delete it and start a new run, or restore the run directory from a backup."
+                ) from None
+            first = text.strip().splitlines()[0][:160] if text.strip() else type(exc).__name__
+            raise RunError(f"Cannot resume {out_dir}: corrupt {CHECKPOINT_FILE} ({first}). Start a new run.") from None
+        if not isinstance(state, dict):
+            raise RunError(f"Cannot resume {out_dir}: {CHECKPOINT_FILE} is not a transferkit checkpoint. Start a new run.")
     return cfg, state
 
 
@@ -446,6 +458,8 @@ class _Trainer:
         loader = make_loader(self.splits.train, transform, batch_size=cfg.batch_size, device=device,
                              num_workers=cfg.num_workers, batch_sampler=batches)
         self.strategy.set_train_mode(model)
+        amp_dtype = training_autocast_dtype(device, cfg.precision)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         total_loss, correct, n = 0.0, 0, 0
         with self.ui.progress() as prog:
             task = prog.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(self.splits.train)) if prog else None
@@ -454,12 +468,17 @@ class _Trainer:
                 if x is not None:
                     x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
-                    with autocast_for(device):
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                         logits = model(x)
-                        loss = criterion(logits.float(), y)
+                    loss = criterion(logits.float(), y)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
                     total_loss += loss.item() * len(y)
                     correct += int((logits.argmax(1) == y).sum())
                     n += len(y)

@@ -113,7 +113,7 @@ def test_cached_fast_path_equals_slow_path(split_data, tmp_path):
     fe_run = train(split_data, strategy="feature-extraction", epochs=3, out=tmp_path / "fast", precision="fp32", **FAST)
     assert fe_run.metrics["inference"]["precision"] == "fp32"
     slow = train(split_data, strategy="feature-extraction", epochs=3, out=tmp_path / "slow", feature_cache=False,
-                 augment=False, **FAST)
+                 augment=False, precision="fp32", **FAST)
     for (a_tr, a_va), (b_tr, b_va) in zip(_losses(fe_run), _losses(slow)):
         assert a_tr == pytest.approx(b_tr, abs=1e-4) and a_va == pytest.approx(b_va, abs=1e-4)
     a, b = load_file(str(fe_run.path / "model.safetensors")), load_file(str(slow.path / "model.safetensors"))

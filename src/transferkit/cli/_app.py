@@ -32,23 +32,47 @@ def _register_commands() -> None:
     from . import embed_cmds, pipeline_cmds, plot_cmds, train_cmds  # noqa: F401
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 runtime failure, 2 usage/config error, 130 interrupted)."""
+def _exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(exit, abort, usage-error) exception classes of click and of the click copy newer Typer vendors."""
     import click
 
+    exits: list[type] = [click.exceptions.Exit]
+    aborts: list[type] = [click.exceptions.Abort]
+    usage: list[type] = [click.ClickException]
+    try:
+        import typer.exceptions as typer_exc
+
+        exits.append(typer_exc.Exit)
+        aborts.append(typer_exc.Abort)
+        from typer._click import exceptions as vendored  # typer >= 0.2x ships its own click
+
+        usage.append(vendored.ClickException)
+    except (ImportError, AttributeError):  # pragma: no cover - older typer uses click itself
+        pass
+    return tuple(exits), tuple(aborts), tuple(usage)
+
+
+_INTERRUPTED = ("Interrupted. Completed work is saved; re-run the same command with --resume (train) "
+                "or again (embed) to continue.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 runtime failure, 2 usage/config error, 130 interrupted)."""
     from ..errors import TransferKitError
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     _register_commands()
+    exits, aborts, usage = _exception_types()
     try:
-        app(args=args, prog_name="transferkit", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        # Non-standalone Typer returns an exit code instead of raising for Ctrl-C (130) and ctx.exit(n).
+        rv = app(args=args, prog_name="transferkit", standalone_mode=False)
+    except exits as exc:
         return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        _err("Interrupted.")
+    except aborts:
+        _err(_INTERRUPTED)
         return 130
-    except click.ClickException as exc:
+    except usage as exc:
         exc.show()
         return int(exc.exit_code)
     except TransferKitError as exc:
@@ -59,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        _err("Interrupted. Completed work is saved; re-run the same command with --resume (train) or again (embed) to continue.")
+        _err(_INTERRUPTED)
         return 130
+    if isinstance(rv, int) and not isinstance(rv, bool):
+        if rv == 130:
+            _err(_INTERRUPTED)
+        return rv
     return 0
 
 

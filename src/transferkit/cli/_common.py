@@ -29,9 +29,19 @@ def setup_logging(quiet: bool) -> None:
     """Send transferkit warnings to stderr (one line each)."""
     import logging
 
+    class _CurrentStderr(logging.StreamHandler):
+        # Resolve sys.stderr at each message, so in-process callers that swap it (tests, notebooks) see warnings.
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
     log = logging.getLogger("transferkit")
     if not any(getattr(h, "_transferkit", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("Warning: %(message)s"))
         handler._transferkit = True  # type: ignore[attr-defined]
         log.addHandler(handler)
