@@ -120,15 +120,25 @@ class Extractor:
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA if available).
         channels_last: use the channels-last memory format (faster convolutions on CPU and
             GPU; results differ from contiguous fp32 only by float rounding). ``False`` with
-            ``precision="fp32"`` is the exact eager reference.
-        precision: ``"fp32"`` (default) or ``"bf16"`` (autocast; measure before use).
+            ``backend="torch", precision="fp32"`` is the exact eager reference.
+        backend: ``"auto"`` (default: OpenVINO on the CPU for large jobs, else PyTorch; see
+            :class:`~transferkit.accel.InferenceRunner`), ``"torch"`` or ``"openvino"``.
+        precision: ``"auto"`` (default: bf16 only if, on the first batch, every embedding keeps
+            cosine >= 0.999 to fp32), ``"fp32"`` or ``"bf16"``.
     """
 
     def __init__(self, module: nn.Module, *, preprocessing: Preprocessing, model_id: dict[str, Any],
                  source: dict[str, Any] | None = None, device: str | torch.device | None = None,
-                 channels_last: bool = True, precision: str = "fp32"):
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16'; got {precision!r}.")
+                 channels_last: bool = True, precision: str = "auto", backend: str = "auto"):
+        from .accel import BACKENDS, PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
+        self.backend = backend
+        self._runner = None
+        self._expected_items: int | None = None
         self.device = torch.device(device) if device is not None else _default_device()
         self.channels_last = channels_last
         self.precision = precision
@@ -214,7 +224,23 @@ class Extractor:
                           "Search with --id ID, or re-embed with `transferkit embed --model NAME`.")
 
     # -------------------------------------------------------------- embedding
+    @property
+    def inference_info(self) -> dict[str, Any]:
+        """Backend and precision actually used (after the first batch), with the fidelity check."""
+        if self._runner is not None:
+            return dict(self._runner.info)
+        return {"backend": "torch", "precision": self.precision}
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend != "torch" or self.precision == "auto":
+            from .accel import InferenceRunner
+
+            if self._runner is None:
+                self._runner = InferenceRunner(self.module, input_size=self.preprocessing.input_size, device=self.device,
+                                               backend=self.backend, precision=self.precision,
+                                               expected_items=self._expected_items)
+            y = self._runner(x)
+            return y.reshape(y.shape[0], -1).float()
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -256,6 +282,8 @@ class Extractor:
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}.")
         dataset = _FileDataset([Path(p) for p in paths], self.preprocessing)
+        if self._expected_items is None:
+            self._expected_items = len(dataset)
         workers = default_num_workers() if num_workers is None else num_workers
         for x, index, info, bad in _prefetch_batches(dataset, batch_size, workers):
             if x is not None and self.device.type == "cuda":
@@ -454,11 +482,13 @@ class EmbedReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     store: str = ""
+    inference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "updated": self.updated, "removed": self.removed, "unchanged": self.unchanged,
                 "skipped": len(self.skipped), "skipped_files": dict(self.skipped), "num_rows": self.num_rows,
-                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 1), "store": self.store}
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 1), "store": self.store,
+                "inference": dict(self.inference)}
 
 
 def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str | os.PathLike, *, batch_size: int = 64,
@@ -563,6 +593,7 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
     report.seconds = time.perf_counter() - t0
     dt = time.perf_counter() - t_embed
     report.images_per_second = embedded / dt if embedded and dt > 0 else 0.0
+    report.inference = extractor.inference_info
     return report
 
 

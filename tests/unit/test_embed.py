@@ -13,7 +13,7 @@ from PIL import Image
 
 from transferkit.backbones import create_backbone
 from transferkit.embed import Extractor, FeatureExtractor, embed_folder, row_id, scan_folder
-from transferkit.errors import DataError, DataNotFoundError, ModelMismatchError
+from transferkit.errors import ConfigError, DataError, DataNotFoundError, ModelMismatchError
 from transferkit.store import EmbeddingStore
 
 COLORS = {"red": (200, 30, 30), "blue": (30, 30, 200)}
@@ -36,7 +36,7 @@ def make_split_folder(root: Path, per_class: int = 3) -> Path:
 
 @pytest.fixture(scope="module")
 def extractor():
-    return Extractor.from_backbone("tiny_cnn")
+    return Extractor.from_backbone("tiny_cnn", precision="fp32")
 
 
 def test_feature_extractor_torchvision_resnet18():
@@ -78,9 +78,34 @@ def test_embed_files_normalised_with_mask(tmp_path, extractor):
     np.testing.assert_allclose(np.linalg.norm(vecs[ok], axis=1), 1.0, rtol=1e-5)
     ref = extractor.embed_images([Image.open(p) for p in (paths[0], paths[2])])
     np.testing.assert_allclose(vecs[ok], ref, atol=1e-5)
-    exact = Extractor.from_backbone("tiny_cnn", channels_last=False)
+    exact = Extractor.from_backbone("tiny_cnn", channels_last=False, backend="torch", precision="fp32")
     np.testing.assert_allclose(exact.embed_images([Image.open(paths[0])]), ref[:1], atol=1e-5)
     assert exact.model_id == extractor.model_id
+
+
+def test_auto_precision_keeps_fidelity_and_reports_it(tmp_path):
+    paths = []
+    for i, col in enumerate(COLORS.values()):
+        _png(tmp_path / f"{i}.png", col, i, size=(50, 30))
+        paths.append(tmp_path / f"{i}.png")
+    exact = Extractor.from_backbone("tiny_cnn", channels_last=False, backend="torch", precision="fp32")
+    auto = Extractor.from_backbone("tiny_cnn")  # backend/precision "auto"
+    ref, _, _ = exact.embed_files(paths, num_workers=0)
+    got, _, _ = auto.embed_files(paths, num_workers=0)
+    info = auto.inference_info
+    assert info["backend"] == "torch"  # 3 images: not worth an OpenVINO conversion
+    assert info["precision"] in ("fp32", "bf16")
+    assert np.min(np.sum(ref * got, axis=1)) >= 0.999
+    if info["precision"] == "bf16":
+        assert info["check_min_cosine"] >= 0.999
+    assert exact.inference_info == {"backend": "torch", "precision": "fp32"}
+
+
+def test_bad_backend_and_precision_are_config_errors():
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        Extractor.from_backbone("tiny_cnn", precision="fp8")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        Extractor.from_backbone("tiny_cnn", backend="tensorrt")
 
 
 def test_scan_layouts(tmp_path):
@@ -179,7 +204,7 @@ def test_extractor_from_run_identity(tmp_path):
 
     model = TransferModel(create_backbone("tiny_cnn"), 2).eval()
     save_model(model, tmp_path / "run", {"classes": ["a", "b"]})
-    ex = Extractor.from_run(tmp_path / "run")
+    ex = Extractor.from_run(tmp_path / "run", precision="fp32")
     assert ex.source == {"run": str((tmp_path / "run").resolve())}
     assert ex.model_id["backbone"] == "tiny_cnn" and ex.model_id["weights_digest"] and ex.dim == 32
     x = torch.randn(2, 3, 32, 32)

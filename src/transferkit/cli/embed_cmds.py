@@ -17,6 +17,9 @@ def embed(
     model: str | None = typer.Option(None, "--model", help="Backbone name (instead of RUN), e.g. efficientnet_lite0."),
     weights: str = typer.Option("default", "--weights", help="With --model: default, none, or a weights FILE."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
+    backend: str = typer.Option("auto", "--backend", help="auto (OpenVINO on CPU for large jobs) | torch | openvino."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 only if cos >= 0.999 to fp32) | fp32 | bf16."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or warnings."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -35,7 +38,10 @@ def embed(
         raise ConfigError("--weights applies to --model only; a RUN already contains its weights.")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}.")
-    extractor = Extractor.from_run(run) if run is not None else Extractor.from_backbone(model, weights=weights)
+    from ..engine import resolve_device
+
+    opts = {"backend": backend, "precision": precision, "device": resolve_device(device)}
+    extractor = Extractor.from_run(run, **opts) if run is not None else Extractor.from_backbone(model, weights=weights, **opts)
     report = embed_folder(extractor, data, store, batch_size=batch_size, quiet=quiet, progress=not quiet and not json_out)
     if json_out:
         print_json(report.to_dict())
@@ -43,7 +49,9 @@ def embed(
     c = console()
     c.print(f"added {report.added}, updated {report.updated}, removed {report.removed}, "
             f"unchanged {report.unchanged}, skipped {len(report.skipped)}")
-    c.print(f"{report.num_rows} embeddings in {report.store} ({report.images_per_second:.1f} images/s)")
+    info = extractor.inference_info
+    c.print(f"{report.num_rows} embeddings in {report.store} ({report.images_per_second:.1f} images/s, "
+            f"{info.get('backend')} {info.get('precision')})")
 
 
 @app.command()
