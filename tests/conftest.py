@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_DATASETS = Path("/work/shared/datasets")
+#: ``shared/`` lies beside the repository (as for CI's fresh clone); the datasets are read-only.
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 #: Class name -> RGB centre colour; classes are separable by colour alone.
 COLOURS = {"blue": (30, 40, 210), "green": (30, 200, 40), "red": (210, 30, 40)}

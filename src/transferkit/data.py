@@ -293,6 +293,16 @@ def _header_problem(path: Path) -> str | None:
     return None
 
 
+def check_folder(data: str | os.PathLike) -> Path:
+    """Fail fast, before any work, when ``data`` is missing or not a folder."""
+    root = Path(data)
+    if not root.exists():
+        raise DataNotFoundError(f"Dataset folder not found: {root}. Expected {root}/train/<class>/*.jpg or {root}/<class>/*.jpg.")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder. Expected {root}/train/<class>/*.jpg or {root}/<class>/*.jpg.")
+    return root
+
+
 def discover(data: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, check_files: bool = True) -> DatasetSplits:
     """Resolve a dataset folder into splits.
 

@@ -97,11 +97,13 @@ def pipeline(
     from datetime import datetime
 
     from . import viz
+    from .data import check_folder
     from .embed import Extractor, embed_folder
     from .report import write_report
     from .search import build_index, search_eval
     from .training import CONFIG_FILE, train
 
+    check_folder(data)
     ui = UI(quiet)
     out_dir = Path(out) if out is not None else Path("runs") / datetime.now().strftime("pipeline-%Y%m%d-%H%M%S")
     timings: dict[str, float] = {}
@@ -152,10 +154,11 @@ def pipeline(
     m = run.metrics
     dataset = dict(m.get("dataset", {}))
     dataset["skipped"] = m.get("skipped", {})
-    dataset["embedded"] = report.to_dict()
-    strategy_info = {"name": run.strategy, "details": m.get("strategy"), "auto": m.get("auto"),
-                     "reason": (m.get("auto") or {}).get("reason", f"chosen explicitly: {run.strategy}"),
-                     "parameters": m.get("parameters")}
+    inf = report.inference or {}
+    dataset["embedded"] = (f"{report.num_rows} images in the store (added {report.added}, updated {report.updated}, "
+                           f"removed {report.removed}, unchanged {report.unchanged}, skipped {len(report.skipped)}); "
+                           f"{report.images_per_second:.1f} images/s with {inf.get('backend', '?')} {inf.get('precision', '?')}")
+    strategy_info = _strategy_summary(run)
     retrieval_info = dict(retrieval)
     retrieval_info["index_recall_at_10"] = index.get("recall_at_10")
     report_path = write_report(
@@ -172,6 +175,32 @@ def pipeline(
     ui.info(f"Report: {report_path}")
     return PipelineResult(run=run, store=store, extractor=extractor, report_path=report_path, plots=plots,
                           retrieval=retrieval, index=index, gallery=gallery, timings=timings)
+
+
+def _strategy_summary(run) -> dict[str, Any]:
+    """The strategy decision and its evidence, as readable key/value pairs for the report."""
+    m = run.metrics
+    auto = m.get("auto") or {}
+    params = m.get("parameters") or {}
+    info: dict[str, Any] = {
+        "name": run.strategy,
+        "reason": auto.get("reason", f"chosen explicitly: {run.strategy}"),
+    }
+    if auto:
+        info["training images"] = auto.get("num_train")
+        info["kNN probe accuracy (frozen features)"] = f"{auto.get('probe_accuracy', 0):.3f} on {auto.get('probe_samples')} images"
+        info["chance (majority class)"] = f"{auto.get('chance', 0):.3f}"
+        info["domain far from pretraining data"] = "yes" if auto.get("is_far_domain") else "no"
+    if params:
+        info["trainable / total parameters"] = f"{params.get('trainable', 0):,} / {params.get('total', 0):,}"
+        info["parameter groups"] = ", ".join(f"{g['name']}: lr {g['lr']:g}, {g['params']:,} params" for g in params.get("groups", []))
+    details = {k: v for k, v in (m.get("strategy") or {}).items() if k != "name"}
+    if details:
+        info["options"] = ", ".join(f"{k}={v}" for k, v in details.items())
+    inference = m.get("inference")
+    if inference:
+        info["frozen-feature inference"] = f"{inference.get('backend')} {inference.get('precision')}"
+    return info
 
 
 def _example_queries(run, store, data, *, top_k: int = 5) -> list[dict[str, Any]]:

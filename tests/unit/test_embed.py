@@ -215,8 +215,6 @@ def test_extractor_from_run_identity(tmp_path):
 
 
 HYMENOPTERA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "hymenoptera"
-if not HYMENOPTERA.exists():
-    HYMENOPTERA = Path("/work/shared/datasets/hymenoptera")
 
 
 @pytest.mark.slow
