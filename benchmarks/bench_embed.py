@@ -1,0 +1,123 @@
+"""Target 1: embedding extraction end to end (files on disk -> vectors, process start included).
+
+Both sides run as subprocesses timed with ``time.perf_counter`` around them, on the same
+folder of real photos (hymenoptera + flowers12 + neu_steel, ~3.2k files, symlinked into one
+folder of class folders):
+
+- spec: ``benchmarks/spec_baseline.py embed`` (ImageFolder, DataLoader batch 32, no workers,
+  the specification's ``FeatureExtractor``, eager NCHW fp32) -> .npz;
+- transferkit cold: ``transferkit embed`` with an empty ``TRANSFERKIT_CACHE`` (includes the
+  OpenVINO conversion and compilation) into a new store;
+- transferkit warm: the same with the conversion cache filled by the cold run, new store.
+
+Fidelity: per-image cosine similarity of transferkit's stored vectors to the spec's fp32 eager
+embeddings, matched by (resolved) file path; the minimum over all images is reported.
+
+``resnet18`` runs with a seeded random state_dict saved to a .pth that both sides load (no
+network for the ImageNet weights); ``efficientnet_lite0`` uses its bundled ImageNet weights.
+
+Usage:
+    .venv/bin/python benchmarks/bench_embed.py            # ~3.2k photos, both models
+    .venv/bin/python benchmarks/bench_embed.py --quick    # 400 photos
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _common import (
+    BIN,
+    PYTHON,
+    ROOT,
+    images_by_class,
+    last_json,
+    link_folder,
+    machine,
+    save_resnet18_weights,
+    subsample,
+    table,
+    timed_run,
+)
+
+
+def build_data(dest: Path, limit: int | None) -> int:
+    files: dict[str, list[Path]] = {}
+    for ds in ("hymenoptera", "flowers12", "neu_steel"):
+        for cls, paths in images_by_class(ds).items():
+            files.setdefault(f"{ds}_{cls}", []).extend(paths)
+    return link_folder(dest, subsample(files, limit))
+
+
+def store_vectors(store: Path) -> dict[str, np.ndarray]:
+    from transferkit.store import EmbeddingStore
+
+    snap = EmbeddingStore.open(store).snapshot()
+    return {os.path.realpath(p): v for p, v in zip(snap["path"], snap["vectors"])}
+
+
+def min_cosine(ref_npz: Path, got: dict[str, np.ndarray]) -> tuple[float, int]:
+    ref = np.load(ref_npz)
+    cos = []
+    for path, v in zip(ref["paths"], ref["embeddings"]):
+        w = got.get(os.path.realpath(str(path)))
+        if w is None:
+            continue
+        cos.append(float(np.dot(v, w) / (np.linalg.norm(v) * np.linalg.norm(w) + 1e-30)))
+    return (min(cos) if cos else float("nan")), len(cos)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="400 photos instead of all ~3.2k")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--models", default="resnet18,efficientnet_lite0")
+    args = parser.parse_args()
+    limit = args.limit or (400 if args.quick else None)
+
+    with tempfile.TemporaryDirectory(prefix="tk-bench-embed-") as tmp:
+        tmp = Path(tmp)
+        n = build_data(tmp / "data", limit)
+        weights = save_resnet18_weights(tmp / "resnet18_seed0.pth")
+        print(f"machine: {machine()}")
+        print(f"data: {n} photos (hymenoptera + flowers12 + neu_steel) in {tmp / 'data'}")
+        rows = []
+        summary = []
+        for model in args.models.split(","):
+            w = ["--weights", str(weights)] if model == "resnet18" else []
+            cache = tmp / f"cache-{model}"
+            spec_s, out = timed_run([PYTHON, str(ROOT / "benchmarks" / "spec_baseline.py"), "embed", str(tmp / "data"),
+                                     "--model", model, *w, "--out", str(tmp / f"spec-{model}.npz")])
+            rows.append({"model": model, "run": "spec (eager fp32, ImageFolder)", "seconds": spec_s, "img/s": n / spec_s,
+                         "speed-up": 1.0, "min cos": 1.0, "backend": "torch", "precision": "fp32", "setup s": "-"})
+            for label in ("cold", "warm"):
+                store = tmp / f"store-{model}-{label}"
+                secs, out = timed_run([str(BIN / "transferkit"), "embed", "--model", model, *w, str(tmp / "data"),
+                                       "--store", str(store), "--json", "-q"], env={"TRANSFERKIT_CACHE": str(cache)})
+                rep = last_json(out)
+                inf = rep.get("inference", {})
+                cos, matched = min_cosine(tmp / f"spec-{model}.npz", store_vectors(store))
+                rows.append({"model": model, "run": f"transferkit embed ({label} cache)", "seconds": secs, "img/s": n / secs,
+                             "speed-up": spec_s / secs, "min cos": f"{cos:.6f}", "backend": inf.get("backend", "?"),
+                             "precision": inf.get("precision", "?"), "setup s": inf.get("setup_seconds", "?")})
+                if matched != n:
+                    print(f"warning: {model} {label}: matched {matched} of {n} images by path")
+                if label == "cold":
+                    summary.append((model, spec_s / secs, cos, inf))
+                else:
+                    summary[-1] = (*summary[-1][:3], inf, spec_s / secs, cos)
+            print(f"  done {model}", flush=True)
+        print()
+        print(table(rows, ["model", "run", "seconds", "img/s", "speed-up", "min cos", "backend", "precision", "setup s"]))
+        print()
+        for model, cold, cos_c, _inf, warm, cos_w in summary:
+            ok = min(cold, warm) >= 5 and min(cos_c, cos_w) >= 0.999
+            print(f"target 1 [{model}]: {cold:.2f}x cold, {warm:.2f}x warm vs spec (target >= 5x); "
+                  f"min cos {min(cos_c, cos_w):.6f} (target >= 0.999) -> {'MET' if ok else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
