@@ -48,7 +48,23 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def _block_openvino_telemetry() -> None:
+    """Keep OpenVINO's model converter from sending usage telemetry.
+
+    ``openvino.convert_model`` reports each conversion to Google Analytics through the
+    ``openvino_telemetry`` package, forking a process per event (~20 per conversion, each
+    failing without network and warning about LanceDB's fork safety). transferkit never
+    phones home on its users' behalf: when ``openvino_telemetry`` is not already imported,
+    it is marked unavailable, and OpenVINO then uses its built-in no-op stub.
+    """
+    import sys
+
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    sys.modules.setdefault("openvino_telemetry.backend", None)  # type: ignore[arg-type]
+
+
 def openvino_available() -> bool:
+    _block_openvino_telemetry()
     try:
         import openvino  # noqa: F401
     except Exception:  # noqa: BLE001 - a broken install counts as unavailable
@@ -151,8 +167,12 @@ class InferenceRunner:
                 return core, core.read_model(str(xml))
             except Exception:  # noqa: BLE001 - a corrupt cache entry is rebuilt
                 log.warning("Ignoring unreadable OpenVINO cache entry %s; converting again.", xml)
+        import warnings
+
+        _block_openvino_telemetry()
         example = torch.zeros(1, 3, self.input_size, self.input_size)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace deprecation notices from the converter
             model = ov.convert_model(self.module.cpu().to(memory_format=torch.contiguous_format), example_input=example)
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -435,3 +435,43 @@ def default_num_workers() -> int:
     """Data-loading workers: one per core beyond the first, capped at 8."""
     n = os.cpu_count() or 1
     return max(0, min(8, n - 1)) if n > 1 else 0
+
+
+def prefetch_batches(dataset, batch_size: int, workers: int):
+    """Collated batches in order, decoded by ``workers`` threads at most ``2 * workers`` batches ahead."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = range(0, len(dataset), batch_size)
+
+    def load(start: int):
+        return collate_items([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+    if workers <= 0:
+        for start in starts:
+            yield load(start)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transferkit-decode") as pool:
+        pending: deque = deque()
+        it = iter(starts)
+        for start in it:
+            pending.append(pool.submit(load, start))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield batch
+
+
+def collate_items(batch):
+    """Stack the readable items of ``[(tensor | None, index, info, reason)]``; return ``(x, indices, infos, bad)``."""
+    import torch
+
+    good = [b for b in batch if b[0] is not None]
+    bad = [(b[1], b[3]) for b in batch if b[0] is None]
+    if not good:
+        return None, [], [], bad
+    return torch.stack([b[0] for b in good]), [b[1] for b in good], [b[2] for b in good], bad

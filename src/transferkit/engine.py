@@ -89,36 +89,63 @@ class FeatureBatch:
     seconds: float
 
 
+class _Uint8Images:
+    """Items ``(uint8 CHW tensor | None, index, None, reason)`` for :func:`~transferkit.data.prefetch_batches`."""
+
+    def __init__(self, images: ImageSet, pre):
+        self.images = images
+        self.transform = pre.resize_crop_transform()
+        self.draft = pre.resize_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from .data import UnreadableImageError, load_image
+
+        try:
+            im = load_image(self.images.paths[i], draft_size=self.draft)
+            return self.transform(im), i, None, None
+        except UnreadableImageError as exc:
+            return None, i, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a transform failing on a degenerate image
+            return None, i, None, f"{type(exc).__name__}: {exc}"[:200]
+
+
 def compute_features(backbone, images: ImageSet, *, batch_size: int = 64, device: torch.device, num_workers: int | None = None,
                      progress=None, description: str = "features", runner=None, backend: str = "auto",
                      precision: str = "auto") -> FeatureBatch:
     """Run a frozen backbone once over ``images`` (eval transforms) and keep the features on the CPU.
 
-    ``runner`` (an :class:`~transferkit.accel.InferenceRunner`) is built from ``backend`` and
-    ``precision`` when not given; pass one to reuse its conversion across calls.
+    Images are decoded by threads (one per core by default) a few batches ahead of the
+    model, as uint8, and normalised per batch. ``runner`` (an
+    :class:`~transferkit.accel.InferenceRunner`) is built from ``backend`` and ``precision``
+    when not given; pass one to reuse its conversion across calls.
     """
+    import os
+
     from .accel import InferenceRunner
+    from .data import prefetch_batches
 
     backbone.eval()
     pre = backbone.preprocessing
     if runner is None:
         runner = InferenceRunner(backbone, input_size=pre.input_size, device=device, backend=backend, precision=precision,
                                  expected_items=len(images))
-    loader = make_loader(images, pre.eval_transform(), batch_size=batch_size, device=device, num_workers=num_workers,
-                         draft_size=pre.resize_size)
+    threads = max(1, min(8, os.cpu_count() or 1)) if num_workers is None else int(num_workers)
     feats, labels, idxs = [], [], []
     skipped: dict[int, str] = {}
     start = time.perf_counter()
     task = progress.add_task(description, total=len(images)) if progress is not None else None
-    for x, y, idx, bad in loader:
+    for x, idx, _info, bad in prefetch_batches(_Uint8Images(images, pre), batch_size, threads):
         for i, reason in bad:
             skipped[int(i)] = reason
         if x is not None:
-            feats.append(runner(x).float().cpu())
-            labels.append(y)
-            idxs.append(idx)
+            feats.append(runner(pre.normalize_batch(x)).float().cpu())
+            labels.append(torch.tensor([images.labels[i] for i in idx], dtype=torch.long))
+            idxs.append(torch.tensor(idx, dtype=torch.long))
         if task is not None:
-            progress.advance(task, (0 if x is None else len(x)) + len(bad))
+            progress.advance(task, len(idx) + len(bad))
     if task is not None:
         progress.remove_task(task)
     if feats:
