@@ -12,8 +12,12 @@ clustered unit vectors of dimension 256 in 100 clusters, 200 single queries, top
     lance IVF_FLAT nprobes=20            0.6 s   4.6       1.000
 
 LanceDB's per-query overhead (query planning, Arrow round trip) is larger than an exact
-numpy scan at this size, so search with an index uses faiss HNSW (M=32, efSearch=128),
-persisted next to the table; LanceDB stays the system of record for rows and metadata.
+numpy scan at this size, so search with an index uses faiss, persisted next to the table;
+LanceDB stays the system of record for rows and metadata. Stores below 100k vectors get
+HNSW (M=32); larger ones IVF-Flat (nlist ~ sqrt(N), trained on a sample), because building
+HNSW over millions of vectors takes too long on a few cores. Either way the search
+parameter (efSearch / nprobe) is tuned at build time to the smallest value whose measured
+recall@10 reaches the target (0.95 by default).
 """
 
 from __future__ import annotations
@@ -171,12 +175,13 @@ def exact_topk(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 # ---------------------------------------------------------------------- ANN index
 class AnnIndex:
-    """A faiss HNSW (inner product) index over a store's vectors, with the row ids it covers.
+    """A faiss index (inner product) over a store's vectors, with the row ids it covers.
 
     Attributes:
-        index: the ``faiss.IndexHNSWFlat``.
+        index: ``faiss.IndexHNSWFlat`` (small stores) or ``faiss.IndexIVFFlat`` (large ones).
         ids: row id per faiss position.
-        info: ``recall_at_10``, ``store_version``, ``num_vectors``, parameters.
+        info: ``kind``, ``recall_at_10``, ``store_version``, ``num_vectors``, the tuned search
+            parameter (``ef_search`` or ``nprobe``).
     """
 
     def __init__(self, index, ids: np.ndarray, info: dict[str, Any]):
@@ -186,9 +191,16 @@ class AnnIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(positions, scores)`` with ``-1`` positions where fewer than ``k`` were found."""
-        self.index.hnsw.efSearch = max(int(self.info.get("ef_search", HNSW_EF_SEARCH)), k)
+        _set_search_param(self.index, self.info, k)
         scores, pos = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return pos, scores
+
+
+def _set_search_param(index, info: dict[str, Any], k: int) -> None:
+    if info.get("kind") == "faiss-ivf-flat-ip":
+        _faiss().extract_index_ivf(index).nprobe = int(info.get("nprobe", 16))
+    else:
+        index.hnsw.efSearch = max(int(info.get("ef_search", HNSW_EF_SEARCH)), k)
 
 
 def _faiss():
@@ -201,55 +213,102 @@ def _faiss():
     return faiss
 
 
-def build_index(store: EmbeddingStore, *, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
-                ef_search: int = HNSW_EF_SEARCH, num_queries: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Build the HNSW index of ``store``, measure its recall@10 against exact search, and save it in the store.
+#: ``kind="auto"`` uses HNSW below this many vectors and IVF-Flat from here on: HNSW's build
+#: time grows too fast for millions of vectors on a few cores, while IVF trains on a sample.
+IVF_MIN_VECTORS = 100_000
+INDEX_KINDS = ("auto", "hnsw", "ivf")
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
+
+
+def build_index(store: EmbeddingStore, *, kind: str = "auto", target_recall: float = 0.95, m: int = HNSW_M,
+                ef_construction: int = HNSW_EF_CONSTRUCTION, num_queries: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Build the approximate index of ``store``, tune it to ``target_recall`` and save it in the store.
+
+    The search parameter (HNSW ``efSearch`` or IVF ``nprobe``) is the smallest whose recall@10
+    against exact search, measured on ``num_queries`` stored vectors, reaches ``target_recall``;
+    the measured recall and query time are returned and saved.
 
     Args:
         store: the embedding store.
-        m, ef_construction, ef_search: HNSW parameters.
+        kind: ``auto`` (HNSW below :data:`IVF_MIN_VECTORS` vectors, IVF-Flat above), ``hnsw`` or ``ivf``.
+        target_recall: recall@10 the tuning aims for.
+        m, ef_construction: HNSW build parameters.
         num_queries: stored vectors sampled as queries for the recall measurement.
         seed: sampling seed.
 
     Returns:
-        the index info (also written to ``ann.json``): ``recall_at_10``, ``num_vectors``,
-        ``build_seconds``, ``store_version``, parameters.
+        the index info (also written to ``ann.json``): ``kind``, ``recall_at_10``,
+        ``num_vectors``, ``build_seconds``, ``query_ms``, ``store_version``, parameters.
 
     Raises:
         StoreError: the store is empty.
+        ConfigError: bad ``kind`` or ``target_recall``.
     """
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"`kind` of the index must be one of {', '.join(INDEX_KINDS)}; got {kind!r}.")
+    if not 0.0 < target_recall <= 1.0:
+        raise ConfigError(f"`target_recall` must be in (0, 1]; got {target_recall!r}.")
     faiss = _faiss()
     snap = store.snapshot()
     x = snap["vectors"]
     n = x.shape[0]
     if n == 0:
         raise StoreError(f"Store {store.path} is empty; embed images first with `transferkit embed DATA --store {store.path}`.")
-    t0 = time.perf_counter()
-    index = faiss.IndexHNSWFlat(store.dim, m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = ef_construction
-    index.add(x)
-    build_s = time.perf_counter() - t0
-    index.hnsw.efSearch = ef_search
+    if kind == "auto":
+        kind = "ivf" if n >= IVF_MIN_VECTORS else "hnsw"
     rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    if kind == "ivf":
+        nlist = int(min(4096, max(16, round(np.sqrt(n)))))
+        quantizer = faiss.IndexFlatIP(store.dim)
+        index = faiss.IndexIVFFlat(quantizer, store.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        train = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+        index.cp.niter = 10
+        index.train(train)
+        index.add(x)
+        info: dict[str, Any] = {"kind": "faiss-ivf-flat-ip", "nlist": nlist}
+        candidates = [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if p <= nlist] or [nlist]
+        param = "nprobe"
+    else:
+        index = faiss.IndexHNSWFlat(store.dim, m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.add(x)
+        info = {"kind": "faiss-hnsw-ip", "m": m, "ef_construction": ef_construction}
+        candidates = [16, 32, 64, 128, 256, 512]
+        param = "ef_search"
+    build_s = time.perf_counter() - t0
     sample = rng.choice(n, size=min(num_queries, n), replace=False)
     k = min(10, n)
     exact_i, _ = exact_topk(x, x[sample], k)
-    t1 = time.perf_counter()
-    _, ann_i = index.search(x[sample], k)
-    query_ms = (time.perf_counter() - t1) / len(sample) * 1e3
-    recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(ann_i, exact_i)]))
-    info = {
-        "kind": "faiss-hnsw-ip",
-        "m": m,
-        "ef_construction": ef_construction,
-        "ef_search": ef_search,
+    chosen = None
+    for value in candidates:
+        info[param] = value
+        _set_search_param(index, info, k)
+        t1 = time.perf_counter()
+        _, ann_i = index.search(x[sample], k)
+        query_ms = (time.perf_counter() - t1) / len(sample) * 1e3
+        recall = _recall(ann_i, exact_i)
+        chosen = (value, recall, query_ms)
+        if recall >= target_recall:
+            break
+    value, recall, query_ms = chosen
+    info.update({
+        param: value,
+        "target_recall": target_recall,
         "num_vectors": int(n),
         "store_version": snap["version"],
         "recall_at_10": round(recall, 4),
         "recall_queries": int(len(sample)),
         "build_seconds": round(build_s, 3),
         "query_ms": round(query_ms, 4),
-    }
+    })
+    if recall < target_recall:
+        log.warning("The index reaches recall@10 %.3f, below the target %.2f, at its largest %s (%s). "
+                    "Hint: search with --exact for exact results.", recall, target_recall, param, value)
     path = Path(store.path)
     with atomic_path(path / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))

@@ -146,3 +146,31 @@ def test_search_eval_needs_labels(store):
     store.upsert(_rows(5, label=lambda i: ""))
     with pytest.raises(StoreError, match="fewer than two labelled embeddings"):
         search_eval(store)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_index_kinds_reach_the_target_recall_on_clustered_vectors(tmp_path, kind):
+    dim, n = 32, 3000
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(30, dim))
+    vecs = (centres[rng.integers(0, 30, n)] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+    model = dict(MODEL, dim=dim)
+    st = EmbeddingStore.create(tmp_path / kind, model_id=model)
+    st.upsert([{"id": f"id{i}", "path": f"/x/{i}.png", "relpath": f"{i}.png", "label": "a", "split": "train",
+                "width": 1, "height": 1, "fingerprint": "", "size": 0, "mtime": 0, "vector": v} for i, v in enumerate(vecs)])
+    info = build_index(st, kind=kind, target_recall=0.95, num_queries=100)
+    assert info["recall_at_10"] >= 0.95
+    assert info["kind"] == {"hnsw": "faiss-hnsw-ip", "ivf": "faiss-ivf-flat-ip"}[kind]
+    tuned = info["nprobe"] if kind == "ivf" else info["ef_search"]
+    assert tuned >= 1
+    # the saved index is used by search and agrees with exact search on the top hit
+    q = vecs[7]
+    approx = st.search(q, top_k=1)
+    exact = st.search(q, top_k=1, exact=True)
+    assert approx[0]["id"] == exact[0]["id"] == "id7"
+
+
+def test_index_rejects_bad_kind(store):
+    store.upsert(_rows(4))
+    with pytest.raises(Exception, match="`kind` of the index must be one of"):
+        build_index(store, kind="lsh")
