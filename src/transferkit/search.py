@@ -228,17 +228,7 @@ def build_index(store: EmbeddingStore, *, kind: str = "auto", target_recall: flo
                 ef_construction: int = HNSW_EF_CONSTRUCTION, num_queries: int = 200, seed: int = 0) -> dict[str, Any]:
     """Build the approximate index of ``store``, tune it to ``target_recall`` and save it in the store.
 
-    The search parameter (HNSW ``efSearch`` or IVF ``nprobe``) is the smallest whose recall@10
-    against exact search, measured on ``num_queries`` stored vectors, reaches ``target_recall``;
-    the measured recall and query time are returned and saved.
-
-    Args:
-        store: the embedding store.
-        kind: ``auto`` (HNSW below :data:`IVF_MIN_VECTORS` vectors, IVF-Flat above), ``hnsw`` or ``ivf``.
-        target_recall: recall@10 the tuning aims for.
-        m, ef_construction: HNSW build parameters.
-        num_queries: stored vectors sampled as queries for the recall measurement.
-        seed: sampling seed.
+    See :func:`build_ann_index` for the arguments.
 
     Returns:
         the index info (also written to ``ann.json``): ``kind``, ``recall_at_10``,
@@ -248,33 +238,67 @@ def build_index(store: EmbeddingStore, *, kind: str = "auto", target_recall: flo
         StoreError: the store is empty.
         ConfigError: bad ``kind`` or ``target_recall``.
     """
+    faiss = _faiss()
+    snap = store.snapshot()
+    x = snap["vectors"]
+    if x.shape[0] == 0:
+        raise StoreError(f"Store {store.path} is empty; embed images first with `transferkit embed DATA --store {store.path}`.")
+    index, info = build_ann_index(x, kind=kind, target_recall=target_recall, m=m, ef_construction=ef_construction,
+                                  num_queries=num_queries, seed=seed)
+    info["store_version"] = snap["version"]
+    path = Path(store.path)
+    with atomic_path(path / INDEX_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
+    with atomic_path(path / INDEX_IDS_FILE) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(snap["id"].tolist(), dtype=str))
+    # The JSON is written last: it names the store version the two files above belong to.
+    write_json_atomic(path / INDEX_META_FILE, info)
+    store._ann_cache = None  # searches pick up the new index
+    return info
+
+
+def build_ann_index(x: np.ndarray, *, kind: str = "auto", target_recall: float = 0.95, m: int = HNSW_M,
+                    ef_construction: int = HNSW_EF_CONSTRUCTION, num_queries: int = 200, seed: int = 0):
+    """Build a faiss inner-product index over the rows of ``x`` and tune its search parameter.
+
+    The search parameter (HNSW ``efSearch`` or IVF ``nprobe``) is the smallest whose recall@10
+    against exact search, measured on ``num_queries`` rows of ``x`` used as queries, reaches
+    ``target_recall``.
+
+    Args:
+        x: ``(N, D)`` float32, L2-normalised rows.
+        kind: ``auto`` (HNSW below :data:`IVF_MIN_VECTORS` rows, IVF-Flat above), ``hnsw`` or ``ivf``.
+        target_recall: recall@10 the tuning aims for.
+        m, ef_construction: HNSW build parameters.
+        num_queries: rows sampled as queries for the recall measurement.
+        seed: sampling seed.
+
+    Returns:
+        ``(faiss_index, info)``; ``info`` has ``kind``, the tuned parameter, ``recall_at_10``,
+        ``build_seconds``, ``query_ms``, ``num_vectors``.
+    """
     if kind not in INDEX_KINDS:
         raise ConfigError(f"`kind` of the index must be one of {', '.join(INDEX_KINDS)}; got {kind!r}.")
     if not 0.0 < target_recall <= 1.0:
         raise ConfigError(f"`target_recall` must be in (0, 1]; got {target_recall!r}.")
     faiss = _faiss()
-    snap = store.snapshot()
-    x = snap["vectors"]
-    n = x.shape[0]
-    if n == 0:
-        raise StoreError(f"Store {store.path} is empty; embed images first with `transferkit embed DATA --store {store.path}`.")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, dim = x.shape
     if kind == "auto":
         kind = "ivf" if n >= IVF_MIN_VECTORS else "hnsw"
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     if kind == "ivf":
         nlist = int(min(4096, max(16, round(np.sqrt(n)))))
-        quantizer = faiss.IndexFlatIP(store.dim)
-        index = faiss.IndexIVFFlat(quantizer, store.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        train = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = 10
-        index.train(train)
+        index.train(x[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
         index.add(x)
         info: dict[str, Any] = {"kind": "faiss-ivf-flat-ip", "nlist": nlist}
         candidates = [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if p <= nlist] or [nlist]
         param = "nprobe"
     else:
-        index = faiss.IndexHNSWFlat(store.dim, m, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
         index.add(x)
         info = {"kind": "faiss-hnsw-ip", "m": m, "ef_construction": ef_construction}
@@ -291,33 +315,16 @@ def build_index(store: EmbeddingStore, *, kind: str = "auto", target_recall: flo
         t1 = time.perf_counter()
         _, ann_i = index.search(x[sample], k)
         query_ms = (time.perf_counter() - t1) / len(sample) * 1e3
-        recall = _recall(ann_i, exact_i)
-        chosen = (value, recall, query_ms)
-        if recall >= target_recall:
+        chosen = (value, _recall(ann_i, exact_i), query_ms)
+        if chosen[1] >= target_recall:
             break
     value, recall, query_ms = chosen
-    info.update({
-        param: value,
-        "target_recall": target_recall,
-        "num_vectors": int(n),
-        "store_version": snap["version"],
-        "recall_at_10": round(recall, 4),
-        "recall_queries": int(len(sample)),
-        "build_seconds": round(build_s, 3),
-        "query_ms": round(query_ms, 4),
-    })
+    info.update({param: value, "target_recall": target_recall, "num_vectors": int(n), "recall_at_10": round(recall, 4),
+                 "recall_queries": int(len(sample)), "build_seconds": round(build_s, 3), "query_ms": round(query_ms, 4)})
     if recall < target_recall:
         log.warning("The index reaches recall@10 %.3f, below the target %.2f, at its largest %s (%s). "
                     "Hint: search with --exact for exact results.", recall, target_recall, param, value)
-    path = Path(store.path)
-    with atomic_path(path / INDEX_FILE) as tmp:
-        faiss.write_index(index, str(tmp))
-    with atomic_path(path / INDEX_IDS_FILE) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.asarray(snap["id"].tolist(), dtype=str))
-    # The JSON is written last: it names the store version the two files above belong to.
-    write_json_atomic(path / INDEX_META_FILE, info)
-    store._ann_cache = None  # searches pick up the new index
-    return info
+    return index, info
 
 
 def load_index(store: EmbeddingStore) -> AnnIndex | None:

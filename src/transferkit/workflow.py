@@ -98,9 +98,7 @@ def pipeline(
 
     from . import viz
     from .data import check_folder
-    from .embed import Extractor, embed_folder
     from .report import write_report
-    from .search import build_index, search_eval
     from .training import CONFIG_FILE, train
 
     check_folder(data)
@@ -114,6 +112,11 @@ def pipeline(
     run = train(data, out=out_dir, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
                 weights=weights, device=device, resume=resume, quiet=quiet, **train_kwargs)
     timings["train"] = time.perf_counter() - t
+
+    # Imported only now: LanceDB (under .embed/.search) must not be loaded while training
+    # forks its data-loading workers (LanceDB warns that forking can deadlock its runtime).
+    from .embed import Extractor, embed_folder
+    from .search import build_index, search_eval
 
     t = time.perf_counter()
     ui.info("[4/7] extractor from the trained model")
