@@ -124,7 +124,7 @@ def main() -> None:
         if value == tuned:
             default_row = row
     print(f"\nANN over {n_ann} clustered vectors ({args.clusters} clusters); {info['kind']} built in {info['build_seconds']:.1f} s "
-          f"and tuned at build time to {param}={tuned} (leave-one-out recall {info["recall_at_10"]:.3f} on stored vectors); "
+          f"and tuned at build time to {param}={tuned} (leave-one-out recall {info['recall_at_10']:.3f} on stored vectors); "
           f"{args.queries} fresh queries")
     print(table(rows, ["search", param, "queries/s", "recall@10", "x exact_topk", "x flat"]))
     speed = min(default_row["x exact_topk"], default_row["x flat"])
