@@ -213,6 +213,10 @@ def _pca(x: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[float, float]]:
     return coords, (float(ratio[0]), float(ratio[1]))
 
 
+#: From this many points on, t-SNE uses the fast settings (see ``_tsne``).
+FAST_TSNE_MIN_POINTS = 5_000
+
+
 def _tsne(x: np.ndarray, *, perplexity: float, seed: int, n_jobs: int) -> np.ndarray:
     from openTSNE import TSNE
 
@@ -222,7 +226,14 @@ def _tsne(x: np.ndarray, *, perplexity: float, seed: int, n_jobs: int) -> np.nda
         # Per-iteration thread start-up costs more than the work below a few thousand
         # points (12 points took 12 s with n_jobs=-1 on a busy 2-core machine, 0.1 s with 1).
         n_jobs = 1
-    tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs, verbose=False)
+    kwargs = {}
+    if x.shape[0] >= FAST_TSNE_MIN_POINTS:
+        # Approximate neighbours (Annoy) and 250 + 250 iterations instead of 250 + 500:
+        # on 10k x 512 clustered embeddings 21 s instead of 64 s, trustworthiness 0.8005 vs
+        # 0.8024 (scikit-learn's default TSNE: 0.8096 in ~150 s). PCA to 50 dimensions first
+        # was also tried and rejected: trustworthiness 0.78.
+        kwargs = {"neighbors": "annoy", "n_iter": 250}
+    tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs, verbose=False, **kwargs)
     return np.asarray(tsne.fit(x.astype(np.float64, copy=False)))
 
 
