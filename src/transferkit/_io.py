@@ -53,3 +53,31 @@ def _json_default(o: Any):
     except ImportError:  # pragma: no cover
         pass
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class UnreadableFileError(Exception):
+    """A file that cannot be deserialised (internal; callers turn it into their own message)."""
+
+
+def torch_load_tensors(path: str | os.PathLike, *, remedy: str):
+    """``torch.load(weights_only=True)``: never runs pickled code.
+
+    Raises:
+        UnsafeFileError: the file holds pickled objects that could execute code (``remedy``
+            is appended to the message).
+        UnreadableFileError: any other failure (corrupt, truncated, not a torch file), with
+            the first line of torch's message.
+    """
+    import torch
+
+    from .errors import UnsafeFileError
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every failure here is a bad file
+        text = str(exc).strip()
+        # torch says "Weights only load failed" for any unpickling error; only a refused
+        # GLOBAL (a class or function the pickle wants to import) means executable content.
+        if "Unsupported global" in text or "GLOBAL" in text:
+            raise UnsafeFileError(f"Refused to load {path}: it contains pickled Python objects that could run code. {remedy}") from None
+        raise UnreadableFileError(text.splitlines()[0][:160] if text else type(exc).__name__) from None

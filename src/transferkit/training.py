@@ -194,19 +194,12 @@ def _load_resume(out_dir: Path) -> tuple[TrainConfig, dict | None]:
     state = None
     ckpt = out_dir / CHECKPOINT_FILE
     if ckpt.exists():
-        try:
-            state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            text = str(exc)
-            if "Unsupported global" in text or "GLOBAL" in text:
-                from .errors import UnsafeFileError
+        from ._io import UnreadableFileError, torch_load_tensors
 
-                raise UnsafeFileError(
-                    f"Refused to load {ckpt}: it contains pickled Python objects that could run code. "
-                    "Delete it and start a new run, or restore the run directory from a backup."
-                ) from None
-            first = text.strip().splitlines()[0][:160] if text.strip() else type(exc).__name__
-            raise RunError(f"Cannot resume {out_dir}: corrupt {CHECKPOINT_FILE} ({first}). Start a new run.") from None
+        try:
+            state = torch_load_tensors(ckpt, remedy="Delete it and start a new run, or restore the run directory from a backup.")
+        except UnreadableFileError as exc:
+            raise RunError(f"Cannot resume {out_dir}: corrupt {CHECKPOINT_FILE} ({exc}). Start a new run.") from None
         if not isinstance(state, dict):
             raise RunError(f"Cannot resume {out_dir}: {CHECKPOINT_FILE} is not a transferkit checkpoint. Start a new run.")
     return cfg, state

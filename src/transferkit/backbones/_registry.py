@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, UnsafeFileError, WeightsUnavailableError, unknown_name
+from ..errors import ConfigError, WeightsUnavailableError, unknown_name
 from ._spec import WeightsInfo
 
 if TYPE_CHECKING:
@@ -89,12 +89,6 @@ def _ensure_providers() -> None:
     from . import efficientnet_lite, tiny, torchvision_models  # noqa: F401
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
 def create_backbone(name: str = "resnet18", *, weights: str | os.PathLike | None = "default"):
     """Build a backbone with its weights.
 
@@ -166,19 +160,13 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ConfigError(f"Cannot read weights file {path}: not a valid safetensors file ({exc}).") from None
-    torch = _torch()
+    from .._io import UnreadableFileError, torch_load_tensors
+
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every failure here is a bad user file
-        text = str(exc)
-        # torch says "Weights only load failed" for any unpickling error; only a refused
-        # GLOBAL (a class or function the pickle wants to import) means executable content.
-        if "Unsupported global" in text or "GLOBAL" in text:
-            raise UnsafeFileError(
-                f"Refused to load {path}: it contains pickled Python objects that could run code. "
-                "Only plain tensors are accepted; re-save it with torch.save(model.state_dict()) or as .safetensors."
-            ) from None
-        raise ConfigError(f"Cannot read weights file {path}: {text.splitlines()[0] if text else type(exc).__name__}.") from None
+        obj = torch_load_tensors(
+            path, remedy="Only plain tensors are accepted; re-save it with torch.save(model.state_dict()) or as .safetensors.")
+    except UnreadableFileError as exc:
+        raise ConfigError(f"Cannot read weights file {path}: {exc}.") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
