@@ -20,14 +20,16 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/transferkit demo --out runs/demo
 
-# The suite runs as three pytest processes: the end-to-end tests load OpenVINO and run
-# real models in-process, and keeping that state out of the unit/fault tests' process
-# avoided a native crash (SIGSEGV) seen once in a single-process run.
+# Each test file runs in its own pytest process. A single-process run of the whole suite
+# crashed with SIGSEGV (native code, no Python traceback) at varying tests late in the run;
+# not yet root-caused (suspects: OpenVINO and PyTorch kernels in one long-lived process).
+# Isolation keeps CI meaningful: every file still runs, and a crash names its file.
+TEST_FILES = $(sort $(wildcard tests/unit/test_*.py tests/contract/test_*.py tests/cli/test_*.py tests/faults/test_*.py tests/e2e/test_*.py))
+
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q tests/unit tests/contract tests/cli
-	$(PY) -m pytest -q tests/faults
-	$(PY) -m pytest -q tests/e2e
+	@set -e; for f in $(TEST_FILES); do echo "== $$f"; $(PY) -m pytest -q -p no:cacheprovider $$f; done
+	@echo "All test files passed."
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
