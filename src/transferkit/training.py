@@ -369,14 +369,12 @@ class _Trainer:
                     f"val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.4f}  {seconds:.1f}s"
                     + ("  *best" if improved else ""))
             self._write_history(history)
-            finished = epoch == cfg.epochs or (cfg.patience is not None and bad_epochs >= cfg.patience)
             self._checkpoint(epoch, opt, sched, history, best_acc, best_epoch, bad_epochs,
                              elapsed_before + time.perf_counter() - t0)
             if cfg.patience is not None and bad_epochs >= cfg.patience and epoch < cfg.epochs:
                 ui.info(f"Early stopping: no better validation accuracy for {cfg.patience} epochs.")
                 stopped_early = True
                 break
-            del finished
         train_seconds = elapsed_before + time.perf_counter() - t0
         return self._finish(history, best_epoch, train_seconds, stopped_early, Run)
 
