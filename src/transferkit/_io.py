@@ -81,3 +81,15 @@ def torch_load_tensors(path: str | os.PathLike, *, remedy: str):
         if "Unsupported global" in text or "GLOBAL" in text:
             raise UnsafeFileError(f"Refused to load {path}: it contains pickled Python objects that could run code. {remedy}") from None
         raise UnreadableFileError(text.splitlines()[0][:160] if text else type(exc).__name__) from None
+
+
+def read_json_object(path: str | os.PathLike, *, error: type[Exception], what: str, remedy: str) -> dict[str, Any]:
+    """Read a JSON file that must hold an object; any failure raises ``error`` naming ``what`` and the ``remedy``."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"Corrupt {what} {path}: {exc}. {remedy}") from None
+    if not isinstance(obj, dict):
+        raise error(f"Corrupt {what} {path}: expected a JSON object. {remedy}")
+    return obj

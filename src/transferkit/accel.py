@@ -13,7 +13,8 @@ the features faithful to the fp32 eager model:
 ``precision="auto"`` tries bf16 first and keeps it only if, on the first batch, every
 output has cosine similarity >= ``min_cosine`` (0.999) to the fp32 eager reference;
 otherwise it uses fp32. The decision and the measured fidelity are in :attr:`info`.
-Measured on a 2-core Sapphire Rapids VM: ResNet-18 bf16 keeps cos >= 0.99999, so bf16 is
+Measured on a 2-core Sapphire Rapids VM: ResNet-18 (random-init weights) in bf16 keeps cos >= 0.9998
+on 3,157 photos, so bf16 is
 used; EfficientNet-Lite0 in bf16 drops to cos 0.998 on some photos, so it runs in fp32.
 """
 

@@ -322,11 +322,7 @@ def discover(data: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 
         DataNotFoundError: the folder does not exist.
         DataError: no images, one class only, or validation classes missing from training.
     """
-    root = Path(data)
-    if not root.exists():
-        raise DataNotFoundError(f"Dataset folder not found: {root}. Expected {root}/train/<class>/*.jpg or {root}/<class>/*.jpg.")
-    if not root.is_dir():
-        raise DataError(f"{root} is a file, not a folder. Expected {root}/train/<class>/*.jpg or {root}/<class>/*.jpg.")
+    root = check_folder(data)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--val-fraction must be in (0, 1); got {val_fraction}.")
     skipped: dict[str, str] = {}
@@ -443,6 +439,16 @@ def default_num_workers() -> int:
     """Data-loading workers: one per core beyond the first, capped at 8."""
     n = os.cpu_count() or 1
     return max(0, min(8, n - 1)) if n > 1 else 0
+
+
+def decode_threads() -> int:
+    """Decoding threads for embedding: one per core (capped at 8).
+
+    Threads, not processes, so they share the cores with the model: PIL releases the GIL
+    while decoding and resizing. Measured on 2 cores (hymenoptera, OpenVINO):
+    EfficientNet-Lite0 65 img/s with 1 thread, 97 with 2, 82 with 3.
+    """
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def prefetch_batches(dataset, batch_size: int, workers: int):

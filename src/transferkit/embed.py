@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .backbones import Preprocessing
-from .data import UnreadableImageError, is_image_file, list_images, load_image, max_pixels_limit, prefetch_batches
+from .data import UnreadableImageError, decode_threads, is_image_file, list_images, load_image, max_pixels_limit, prefetch_batches
 from .errors import ConfigError, DataError, DataNotFoundError
 from .store import EmbeddingStore, normalize
 
@@ -311,16 +311,6 @@ class Extractor:
                 ok[batch["index"]] = True
             reasons.update(dict(batch["bad"]))
         return out, ok, reasons
-
-
-def decode_threads() -> int:
-    """Decoding threads for embedding: one per core (capped at 8).
-
-    Threads, not processes, so they share the cores with the model: PIL releases the GIL
-    while decoding and resizing. Measured on 2 cores (hymenoptera, OpenVINO):
-    EfficientNet-Lite0 65 img/s with 1 thread, 97 with 2, 82 with 3.
-    """
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _model_id(backbone: str, weights: str, pre: Preprocessing, dim: int, digest: str | None) -> dict[str, Any]:

@@ -122,17 +122,16 @@ def compute_features(backbone, images: ImageSet, *, batch_size: int = 64, device
     :class:`~transferkit.accel.InferenceRunner`) is built from ``backend`` and ``precision``
     when not given; pass one to reuse its conversion across calls.
     """
-    import os
 
     from .accel import InferenceRunner
-    from .data import prefetch_batches
+    from .data import decode_threads, prefetch_batches
 
     backbone.eval()
     pre = backbone.preprocessing
     if runner is None:
         runner = InferenceRunner(backbone, input_size=pre.input_size, device=device, backend=backend, precision=precision,
                                  expected_items=len(images))
-    threads = max(1, min(8, os.cpu_count() or 1)) if num_workers is None else int(num_workers)
+    threads = decode_threads() if num_workers is None else int(num_workers)
     feats, labels, idxs = [], [], []
     skipped: dict[int, str] = {}
     start = time.perf_counter()

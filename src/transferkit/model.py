@@ -8,7 +8,6 @@ tensors, so it never needs the network.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from ._io import atomic_path, write_json_atomic
+from ._io import atomic_path, read_json_object, write_json_atomic
 from .backbones import Preprocessing, create_backbone
 from .errors import RunError, TransferKitError
 
@@ -85,12 +84,8 @@ def read_model_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunError(f"Run directory not found: {run_dir}. Train one with `transferkit train DATA --out {run_dir}`.")
     if not meta_path.exists():
         raise RunError(f"{run_dir} is not a transferkit run: {meta_path.name} is missing. Point to the --out folder of `transferkit train`.")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"Corrupt run metadata {meta_path}: {exc}. Re-train, or restore the file from a backup.") from None
-    if not isinstance(meta, dict):
-        raise RunError(f"Corrupt run metadata {meta_path}: expected a JSON object.")
+    meta = read_json_object(meta_path, error=RunError, what="run metadata",
+                            remedy="Re-train, or restore the file from a backup.")
     version = meta.get("format_version")
     if version != MODEL_FORMAT_VERSION:
         raise RunError(

@@ -15,7 +15,6 @@ partial embed never duplicates rows.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._io import write_json_atomic
+from ._io import read_json_object, write_json_atomic
 from .errors import ModelMismatchError, StoreError, TransferKitError
 
 STORE_FORMAT_VERSION = 1
@@ -170,12 +169,8 @@ class EmbeddingStore:
         if not meta_path.exists():
             raise StoreError(f"{path} is not a transferkit embedding store ({META_NAME} is missing). "
                              f"Point --store to a folder made by `transferkit embed`.")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreError(f"Corrupt store metadata {meta_path}: {exc}. Re-create the store with `transferkit embed` into a new --store.") from None
-        if not isinstance(meta, dict):
-            raise StoreError(f"Corrupt store metadata {meta_path}: expected a JSON object. Re-create the store into a new --store.")
+        meta = read_json_object(meta_path, error=StoreError, what="store metadata",
+                                remedy="Re-create the store with `transferkit embed` into a new --store.")
         version = meta.get("format_version")
         if version != STORE_FORMAT_VERSION:
             raise StoreError(f"{path} has store format version {version!r}; this transferkit ({__version__}) reads version "

@@ -519,10 +519,10 @@ class _Trainer:
         write_text_atomic(self.out / "history.csv", buf.getvalue())
 
     def _finish(self, history, best_epoch, train_seconds, stopped_early, Run):
-        from .model import load_model
 
-        best_model, _ = load_model(self.out)
-        self.model.load_state_dict(best_model.state_dict())
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(self.out / "model.safetensors")))
         self.model.eval()
         if self.cached:
             with torch.no_grad():

@@ -230,7 +230,7 @@ def _tsne(x: np.ndarray, *, perplexity: float, seed: int, n_jobs: int) -> np.nda
     if x.shape[0] >= FAST_TSNE_MIN_POINTS:
         # Approximate neighbours (Annoy) and 250 + 250 iterations instead of 250 + 500:
         # on 10k x 512 clustered embeddings 21 s instead of 64 s, trustworthiness 0.8005 vs
-        # 0.8024 (scikit-learn's default TSNE: 0.8096 in ~150 s). PCA to 50 dimensions first
+        # 0.8024 (scikit-learn's default TSNE: 0.8096 in 61.5 s, benchmarks/bench_tsne.py). PCA to 50 dimensions first
         # was also tried and rejected: trustworthiness 0.78.
         kwargs = {"neighbors": "annoy", "n_iter": 250}
     tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs, verbose=False, **kwargs)

@@ -72,8 +72,8 @@ class Preprocessing:
         """The PIL part of :meth:`eval_transform` (resize, centre crop), returning a uint8 CHW tensor.
 
         Decoding workers run this; :meth:`normalize_batch` then finishes a whole batch at
-        once. The pair gives the same numbers as :meth:`eval_transform` and is ~15% cheaper
-        per image, because ``ToTensor``/``Normalize`` per image are replaced by one batched op.
+        once. The pair gives the same numbers as :meth:`eval_transform` and is ~9% cheaper
+        per image (0.6 ms of ~7 ms measured), because ``ToTensor``/``Normalize`` per image are replaced by one batched op.
         """
         from torchvision import transforms as T
 
