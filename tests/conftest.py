@@ -98,6 +98,15 @@ def flowers12() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Converted models and precision decisions go to a cache of this test session, not the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRANSFERKIT_CACHE", str(tmp_path_factory.mktemp("transferkit-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _single_torch_thread():
     """One intra-op thread: on a small shared machine this makes tiny-model tests ~5x faster."""
     import torch

@@ -112,7 +112,8 @@ def list_images(root: Path) -> list[Path]:
     return out
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, draft_size: int | None = None):
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, draft_size: int | None = None,
+               keep_gray: bool = False):
     """Open an image as RGB with EXIF orientation applied.
 
     Any mode (1, L, LA, P, RGBA, CMYK, I;16, I, F) is converted to RGB; transparency is
@@ -122,6 +123,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, d
     to the full decode).
 
     Args:
+        keep_gray: return 8-bit greyscale ("L") images as they are instead of as RGB (the
+            decoders resize them in one channel, a third of the work, and expand afterwards).
         max_pixels: refuse images with more pixels (``None``: no limit). Default:
             :func:`max_pixels_limit` (``$TRANSFERKIT_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`).
 
@@ -146,7 +149,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, d
                     im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
             im.load()
             im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            return im if keep_gray and im.mode == "L" else _to_rgb(im)
     except UnreadableImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -451,8 +454,13 @@ def decode_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+#: How many decoded images may wait for the model (~75 MB at 224 px): enough to keep the
+#: decoders busy while the model is converted and compiled on the first batch.
+PREFETCH_IMAGES = 512
+
+
 def prefetch_batches(dataset, batch_size: int, workers: int):
-    """Collated batches in order, decoded by ``workers`` threads at most ``2 * workers`` batches ahead."""
+    """Collated batches in order, decoded by ``workers`` threads, up to :data:`PREFETCH_IMAGES` ahead (at least ``2 * workers`` batches)."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -465,12 +473,13 @@ def prefetch_batches(dataset, batch_size: int, workers: int):
         for start in starts:
             yield load(start)
         return
+    ahead = max(2 * workers, -(-PREFETCH_IMAGES // batch_size))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transferkit-decode") as pool:
         pending: deque = deque()
         it = iter(starts)
         for start in it:
             pending.append(pool.submit(load, start))
-            if len(pending) >= 2 * workers:
+            if len(pending) >= ahead:
                 break
         while pending:
             batch = pending.popleft().result()
@@ -481,11 +490,11 @@ def prefetch_batches(dataset, batch_size: int, workers: int):
 
 
 def collate_items(batch):
-    """Stack the readable items of ``[(tensor | None, index, info, reason)]``; return ``(x, indices, infos, bad)``."""
-    import torch
+    """Stack the readable items of ``[(uint8 HWC array | None, index, info, reason)]``; return ``(x, indices, infos, bad)``."""
+    import numpy as np
 
     good = [b for b in batch if b[0] is not None]
     bad = [(b[1], b[3]) for b in batch if b[0] is None]
     if not good:
         return None, [], [], bad
-    return torch.stack([b[0] for b in good]), [b[1] for b in good], [b[2] for b in good], bad
+    return np.stack([b[0] for b in good]), [b[1] for b in good], [b[2] for b in good], bad

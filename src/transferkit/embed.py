@@ -231,19 +231,24 @@ class Extractor:
             return dict(self._runner.info)
         return {"backend": "torch", "precision": self.precision}
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend != "torch" or self.precision == "auto":
-            from .accel import InferenceRunner
+    def _uses_runner(self) -> bool:
+        return self.backend != "torch" or self.precision == "auto"
 
-            if self._runner is None:
-                self._runner = InferenceRunner(self.module, input_size=self.preprocessing.input_size, device=self.device,
-                                               backend=self.backend, precision=self.precision,
-                                               expected_items=self._expected_items)
-            y = self._runner(x)
+    def _get_runner(self):
+        from .accel import InferenceRunner
+
+        if self._runner is None:
+            self._runner = InferenceRunner(self.module, input_size=self.preprocessing.input_size, device=self.device,
+                                           backend=self.backend, precision=self.precision,
+                                           expected_items=self._expected_items, preprocessing=self.preprocessing)
+        return self._runner
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._uses_runner():
+            y = self._get_runner()(x)
             return y.reshape(y.shape[0], -1).float()
         x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         with torch.inference_mode():
             if self.precision == "bf16":
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
@@ -285,13 +290,21 @@ class Extractor:
         if self._expected_items is None:
             self._expected_items = len(dataset)
         workers = decode_threads() if num_workers is None else num_workers
-        for x, index, info, bad in prefetch_batches(dataset, batch_size, workers):
-            if x is not None:
-                x = self.preprocessing.normalize_batch(x)
-                if self.device.type == "cuda":
-                    x = x.pin_memory()
-            vectors = normalize(self.embed_tensors(x)) if x is not None else np.zeros((0, self.dim), dtype=np.float32)
+        batches = ((x, (index, info, bad)) for x, index, info, bad in prefetch_batches(dataset, batch_size, workers))
+        if self._uses_runner():
+            results = self._get_runner().map_uint8(batches)
+        else:
+            results = ((None if x is None else self._forward(self._to_float(x)), payload) for x, payload in batches)
+        for y, (index, info, bad) in results:
+            if y is None:
+                vectors = np.zeros((0, self.dim), dtype=np.float32)
+            else:
+                vectors = normalize(y.reshape(len(y), -1).float().cpu().numpy())
             yield {"index": index, "vectors": vectors, "info": info, "bad": bad}
+
+    def _to_float(self, x: np.ndarray) -> torch.Tensor:
+        t = self.preprocessing.normalize_nhwc(x)
+        return t.pin_memory() if self.device.type == "cuda" else t
 
     def embed_files(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 64,
                     num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
@@ -332,7 +345,7 @@ class _FileDataset:
     def __init__(self, paths: list[Path], pre: Preprocessing):
         self.paths = paths
         self.pre = pre
-        self.transform = pre.resize_crop_transform()  # uint8; normalised per batch in iter_files
+        self.transform = pre.resize_crop_transform()  # uint8 HWC; normalised per batch (or by OpenVINO)
         self.max_pixels = max_pixels_limit()  # resolved once, here, so a bad setting fails before decoding starts
 
     def __len__(self) -> int:
@@ -348,7 +361,7 @@ class _FileDataset:
         info = {"fingerprint": hashlib.blake2b(data, digest_size=16).hexdigest(), "size": st.st_size, "mtime": st.st_mtime_ns}
         try:
             # decode first: load_image applies the pixel limit before PIL allocates anything
-            im = load_image(io.BytesIO(data), max_pixels=self.max_pixels, draft_size=self.pre.resize_size)
+            im = load_image(io.BytesIO(data), max_pixels=self.max_pixels, draft_size=self.pre.resize_size, keep_gray=True)
             info["width"], info["height"] = _oriented_size(data)
             return self.transform(im), i, info, None
         except UnreadableImageError as exc:
@@ -526,30 +539,40 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
     bar = _Progress(len(todo), enabled=progress and not quiet and len(todo) > 0)
     embedded = 0
     t_embed = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    bad_ids: list[str] = []
+
+    def commit() -> None:
+        nonlocal embedded
+        store.upsert(rows)
+        store.delete(bad_ids)
+        embedded += len(rows)
+        for r in rows:
+            if r["id"] in existing:
+                report.updated += 1
+            else:
+                report.added += 1
+        rows.clear()
+        bad_ids.clear()
+
     try:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            rows: list[dict[str, Any]] = []
-            bad_ids: list[str] = []
-            for batch in extractor.iter_files([e.path for e in chunk], batch_size=batch_size, num_workers=num_workers):
-                for pos, vec, info in zip(batch["index"], batch["vectors"], batch["info"]):
-                    e = chunk[pos]
-                    rows.append({"id": e.id, "path": str(e.path), "relpath": e.relpath, "label": e.label, "split": e.split,
-                                 **info, "vector": vec})
-                for pos, reason in batch["bad"]:
-                    e = chunk[pos]
-                    report.skipped[str(e.path)] = reason
-                    if e.id in existing:
-                        bad_ids.append(e.id)  # its old embedding no longer describes the file
-                bar.advance(len(batch["index"]) + len(batch["bad"]))
-            store.upsert(rows)
-            store.delete(bad_ids)
-            embedded += len(rows)
-            for r in rows:
-                if r["id"] in existing:
-                    report.updated += 1
-                else:
-                    report.added += 1
+        # one decoding pipeline over all the files (the model never waits at a commit), with
+        # the rows committed every `chunk_size` images so a killed run keeps what it did
+        for batch in extractor.iter_files([e.path for e in todo], batch_size=batch_size, num_workers=num_workers):
+            for pos, vec, info in zip(batch["index"], batch["vectors"], batch["info"]):
+                e = todo[pos]
+                rows.append({"id": e.id, "path": str(e.path), "relpath": e.relpath, "label": e.label, "split": e.split,
+                             **info, "vector": vec})
+            for pos, reason in batch["bad"]:
+                e = todo[pos]
+                report.skipped[str(e.path)] = reason
+                if e.id in existing:
+                    bad_ids.append(e.id)  # its old embedding no longer describes the file
+            bar.advance(len(batch["index"]) + len(batch["bad"]))
+            if len(rows) + len(bad_ids) >= chunk_size:
+                commit()
+        if rows or bad_ids:
+            commit()
     finally:
         bar.close()
     for path, reason in report.skipped.items():

@@ -79,3 +79,68 @@ def test_openvino_fp32_matches_torch_and_caches_the_conversion(backbone, x, tmp_
     import sys
 
     assert sys.modules.get("openvino_telemetry", "absent") in (None, "absent")  # no usage telemetry sent
+
+
+def _uint8_batches(n_batches=3, size=32, seed=2):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (5 + i, size, size, 3), dtype=np.uint8) for i in range(n_batches)]
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("openvino", marks=needs_openvino)])
+def test_map_uint8_keeps_order_and_matches_the_float_path(backbone, backend):
+    pre = backbone.preprocessing
+    batches = _uint8_batches()
+    r = InferenceRunner(backbone, input_size=32, backend=backend, precision="fp32", preprocessing=pre)
+    # a batch of only unreadable images (None) in the middle keeps its place
+    stream = [(batches[0], "a"), (None, "skip"), (batches[1], "b"), (batches[2], "c")]
+    out = list(r.map_uint8(iter(stream)))
+    assert [p for _, p in out] == ["a", "skip", "b", "c"]
+    assert out[1][0] is None
+    for (y, _), x in zip([o for o in out if o[0] is not None], batches):
+        ref = _ref(backbone, pre.normalize_nhwc(x).contiguous())
+        assert y.shape == ref.shape
+        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_map_uint8_needs_preprocessing(backbone):
+    r = InferenceRunner(backbone, input_size=32, backend="torch", precision="fp32")
+    with pytest.raises(ValueError, match="preprocessing"):
+        list(r.map_uint8(iter([(_uint8_batches(1)[0], 0)])))
+
+
+def test_bf16_rejection_is_remembered_per_weights(backbone, x, tmp_path, monkeypatch):
+    import transferkit.accel as accel
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
+    first = InferenceRunner(backbone, input_size=32, backend="torch", precision="auto", min_cosine=1.01)
+    first(x)
+    assert first.info["precision"] == "fp32" and "check_cached" not in first.info
+    saved = list((tmp_path / "precision").glob("*.json"))
+    assert len(saved) == 1
+    second = InferenceRunner(backbone, input_size=32, backend="torch", precision="auto", min_cosine=1.01)
+    second(x)
+    assert second.info["precision"] == "fp32" and second.info["check_cached"] is True
+    assert second.info["check_min_cosine"] == first.info["check_min_cosine"]
+    # another bar is a different question: checked again, not answered from the record
+    third = InferenceRunner(backbone, input_size=32, backend="torch", precision="auto", min_cosine=0.5)
+    third(x)
+    assert third.info["precision"] == "bf16" and "check_cached" not in third.info
+
+
+def test_depthwise_training_stays_fp32_on_bf16_cpus(monkeypatch):
+    import transferkit.accel as accel
+    from transferkit.engine import training_autocast_dtype, trains_depthwise
+
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.Conv2d(8, 8, 3, groups=8))
+    assert trains_depthwise(net) and training_autocast_dtype(cpu, "auto", net) is None
+    net[1].weight.requires_grad_(False)  # half of the depthwise layers train: not "most"
+    assert not trains_depthwise(net) and training_autocast_dtype(cpu, "auto", net) == torch.bfloat16
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    assert not trains_depthwise(plain) and training_autocast_dtype(cpu, "auto", plain) == torch.bfloat16
+    assert training_autocast_dtype(cpu, "bf16", net) == torch.bfloat16
+    assert training_autocast_dtype(cpu, "fp32", plain) is None

@@ -245,3 +245,39 @@ def test_collate_skip_drops_bad_items():
     x, y, idx, bad = collate_skip(batch)
     assert x.shape == (2, 3, 2, 2) and y.tolist() == [1, 2] and idx.tolist() == [0, 2] and bad == [(1, "bad")]
     assert collate_skip([(None, 0, 5, "why")]) == (None, None, None, [(5, "why")])
+
+
+def _photo_like(w, h, mode, seed=0):
+    """A smooth image with some texture (what photos look like to a resize kernel)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([128 + 100 * np.sin(xx / (7 + 3 * c) + yy / (11 + c)) for c in range(3)], axis=-1)
+    arr = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+    im = Image.fromarray(arr, "RGB")
+    return im.convert("L") if mode == "L" else im
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("size, mode", [((500, 375), "RGB"), ((375, 500), "L"), ((256, 300), "RGB"), ((224, 224), "RGB"),
+                                        ((901, 257), "L")])
+def test_uint8_resize_crop_matches_the_eval_transform(interpolation, size, mode):
+    from transferkit.backbones import Preprocessing
+
+    pre = Preprocessing(interpolation=interpolation)
+    im = _photo_like(*size, mode)
+    ref = pre.eval_transform()(im.convert("RGB"))
+    exact = pre.resize_crop_transform(exact=True)(im)
+    assert exact.shape == (224, 224, 3) and exact.dtype == np.uint8
+    np.testing.assert_allclose(pre.normalize_nhwc(exact[None])[0].numpy(), ref.numpy(), atol=1e-5)
+    fast = pre.resize_crop_transform()(im)  # PyTorch's uint8 kernel: within a few grey levels of PIL
+    assert fast.shape == (224, 224, 3)
+    diff = np.abs(fast.astype(int) - exact.astype(int))
+    assert diff.max() <= 3 and diff.mean() < 0.5
+
+
+def test_load_image_keep_gray(tmp_path):
+    Image.new("L", (10, 8), 77).save(tmp_path / "g.png")
+    Image.new("RGB", (10, 8), (1, 2, 3)).save(tmp_path / "c.png")
+    assert load_image(tmp_path / "g.png").mode == "RGB"
+    assert load_image(tmp_path / "g.png", keep_gray=True).mode == "L"
+    assert load_image(tmp_path / "c.png", keep_gray=True).mode == "RGB"

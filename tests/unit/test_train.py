@@ -63,7 +63,13 @@ def test_run_dir_has_every_file_with_sane_contents(fe_run):
     with (fe_run.path / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr_head", "lr_backbone", "seconds"} <= set(rows[0])
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr_head", "lr_backbone", "seconds", "train_seconds",
+            "val_seconds", "images_per_s"} <= set(rows[0])
+    for r in rows:  # the epoch is the training phase plus validation; throughput is over the training phase
+        assert abs(float(r["train_seconds"]) + float(r["val_seconds"]) - float(r["seconds"])) < 1e-3 * float(r["seconds"]) + 1e-5
+        assert float(r["train_seconds"]) < float(r["seconds"])
+    seen = {round(float(r["images_per_s"]) * float(r["train_seconds"])) for r in rows}
+    assert len(seen) == 1 and seen.pop() > 0  # every epoch sees the whole training split
     assert float(rows[0]["lr_head"]) == pytest.approx(0.05)
 
     meta = json.loads((fe_run.path / "model.json").read_text())

@@ -323,3 +323,18 @@ def test_cli_plot_umap_missing(tmp_path, monkeypatch, capsys):
     # fails before the (non-existent) store is read
     assert main(["plot", str(tmp_path / "nope"), "--method", "umap", "--out", str(tmp_path / "u.png")]) == 2
     assert "pip install 'transferkit[umap]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n, k", [(50, 7), (9, 8), (300, 90)])
+def test_knn_euclidean_is_exact(n, k):
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 16)).astype(np.float32)
+    idx, dist = viz.knn_euclidean(x, k, block_rows=17)  # several blocks, one partial
+    full = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(full, np.inf)
+    want = np.argsort(full, axis=1, kind="stable")[:, :k]
+    assert idx.shape == dist.shape == (n, k)
+    assert not (idx == np.arange(n)[:, None]).any()  # never its own neighbour
+    np.testing.assert_allclose(dist, np.take_along_axis(full, want, axis=1), atol=1e-4)
+    assert (np.diff(dist, axis=1) >= -1e-6).all()  # nearest first
+    assert np.mean(idx == want) > 0.99  # equal up to float ties
