@@ -109,7 +109,8 @@ class _Uint8Images:
 
     def __init__(self, images: ImageSet, pre):
         self.images = images
-        self.transform = pre.resize_crop_transform()
+        # exact (PIL) resizing: cached training features equal those of the uncached path
+        self.transform = pre.resize_crop_transform(exact=True)
         self.draft = pre.resize_size
 
     def __len__(self) -> int:
