@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"help": "bench_help.py", "search": "bench_search.py", "tsne": "bench_tsne.py", "memory": "bench_memory.py",
-           "embed": "bench_embed.py", "train": "bench_train.py"}
+           "embed": "bench_embed.py", "train": "bench_train.py", "gpu": "bench_gpu.py"}
 
 
 def main() -> int:

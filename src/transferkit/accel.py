@@ -357,7 +357,7 @@ class InferenceRunner:
                 if self.backend == "openvino":
                     pending.append((self._submit_u8(x), payload))
                 else:
-                    y = self._torch_forward(self.preprocessing.normalize_nhwc(x), self.precision_used == "bf16")
+                    y = self._torch_forward(self._to_device_float(x), self.precision_used == "bf16")
                     pending.append((_Done(y.float().cpu().reshape(len(y), -1)), payload))
             while len(pending) > 1:
                 job, payload = pending.popleft()
@@ -365,6 +365,13 @@ class InferenceRunner:
         while pending:
             job, payload = pending.popleft()
             yield (job.result() if job is not None else None), payload
+
+    def _to_device_float(self, x: np.ndarray) -> torch.Tensor:
+        """Normalised float batch on the device; on CUDA the uint8 batch is copied from pinned memory and normalised there."""
+        if self.device.type == "cuda":
+            t = torch.from_numpy(np.ascontiguousarray(x)).pin_memory().to(self.device, non_blocking=True)
+            return self.preprocessing.normalize_nhwc(t)
+        return self.preprocessing.normalize_nhwc(x)
 
     def _submit_u8(self, x: np.ndarray) -> _Job:
         import openvino as ov

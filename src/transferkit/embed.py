@@ -125,11 +125,15 @@ class Extractor:
             :class:`~transferkit.accel.InferenceRunner`), ``"torch"`` or ``"openvino"``.
         precision: ``"auto"`` (default: bf16 only if, on the first batch, every embedding keeps
             cosine >= 0.999 to fp32), ``"fp32"`` or ``"bf16"``.
+        exact_resize: decode files with PIL's resize, exactly as the weights' torchvision
+            transform does. Default ``False``: PyTorch's vectorised uint8 resize, 3.5x faster
+            for bicubic and within 2 grey levels per pixel (embeddings of 3,157 photos at
+            cosine >= 0.99997 to the exact path).
     """
 
     def __init__(self, module: nn.Module, *, preprocessing: Preprocessing, model_id: dict[str, Any],
                  source: dict[str, Any] | None = None, device: str | torch.device | None = None,
-                 channels_last: bool = True, precision: str = "auto", backend: str = "auto"):
+                 channels_last: bool = True, precision: str = "auto", backend: str = "auto", exact_resize: bool = False):
         from .accel import BACKENDS, PRECISIONS
 
         if precision not in PRECISIONS:
@@ -137,6 +141,7 @@ class Extractor:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
         self.backend = backend
+        self.exact_resize = bool(exact_resize)
         self._runner = None
         self._expected_items: int | None = None
         self.device = torch.device(device) if device is not None else _default_device()
@@ -286,7 +291,7 @@ class Extractor:
         """
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}.")
-        dataset = _FileDataset([Path(p) for p in paths], self.preprocessing)
+        dataset = _FileDataset([Path(p) for p in paths], self.preprocessing, exact=self.exact_resize)
         if self._expected_items is None:
             self._expected_items = len(dataset)
         workers = decode_threads() if num_workers is None else num_workers
@@ -342,10 +347,10 @@ def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
 class _FileDataset:
     """Reads each file once: hashes the bytes, decodes them, records the original (EXIF-oriented) size."""
 
-    def __init__(self, paths: list[Path], pre: Preprocessing):
+    def __init__(self, paths: list[Path], pre: Preprocessing, *, exact: bool = False):
         self.paths = paths
         self.pre = pre
-        self.transform = pre.resize_crop_transform()  # uint8 HWC; normalised per batch (or by OpenVINO)
+        self.transform = pre.resize_crop_transform(exact=exact)  # uint8 HWC; normalised per batch (or by OpenVINO)
         self.max_pixels = max_pixels_limit()  # resolved once, here, so a bad setting fails before decoding starts
 
     def __len__(self) -> int:

@@ -234,3 +234,22 @@ def test_hymenoptera_retrieval_quality(tmp_path):
     assert info["recall_at_10"] >= 0.95
     again = embed_folder(extractor, HYMENOPTERA, tmp_path / "store", progress=False)
     assert (again.added, again.updated, again.removed, again.unchanged) == (0, 0, 0, report.num_rows)
+
+
+def test_exact_resize_option_reaches_the_decoders(tmp_path):
+    from transferkit.backbones import Preprocessing
+    from transferkit.embed import _FileDataset
+
+    yy, xx = np.mgrid[0:375, 0:500]
+    arr = np.stack([128 + 100 * np.sin(xx / (9 + c) + yy / 13) for c in range(3)], -1).clip(0, 255).astype("uint8")
+    Image.fromarray(arr).save(tmp_path / "photo.png")
+    pre = Preprocessing(interpolation="bicubic")
+    ref = pre.eval_transform()(Image.open(tmp_path / "photo.png").convert("RGB"))
+    exact = _FileDataset([tmp_path / "photo.png"], pre, exact=True)[0][0]
+    fast = _FileDataset([tmp_path / "photo.png"], pre)[0][0]
+    np.testing.assert_allclose(pre.normalize_nhwc(exact[None])[0].numpy(), ref.numpy(), atol=1e-5)
+    assert 0 < np.abs(fast.astype(int) - exact.astype(int)).max() <= 3  # the fast kernel is close, not identical
+    ex = Extractor.from_backbone("tiny_cnn", precision="fp32", exact_resize=True)
+    assert ex.exact_resize and not Extractor.from_backbone("tiny_cnn", precision="fp32").exact_resize
+    vecs, ok, _ = ex.embed_files([tmp_path / "photo.png"])
+    np.testing.assert_allclose(vecs[ok], ex.embed_images([Image.open(tmp_path / "photo.png")]), atol=1e-5)

@@ -20,6 +20,8 @@ def embed(
     backend: str = typer.Option("auto", "--backend", help="auto (OpenVINO on CPU for large jobs) | torch | openvino."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 only if cos >= 0.999 to fp32) | fp32 | bf16."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    exact_resize: bool = typer.Option(False, "--exact-resize", help="Resize with PIL exactly like torchvision (slower); "
+                                      "default: PyTorch's uint8 kernel, within 2 grey levels."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or warnings."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -40,7 +42,7 @@ def embed(
         raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}.")
     from ..engine import resolve_device
 
-    opts = {"backend": backend, "precision": precision, "device": resolve_device(device)}
+    opts = {"backend": backend, "precision": precision, "device": resolve_device(device), "exact_resize": exact_resize}
     extractor = Extractor.from_run(run, **opts) if run is not None else Extractor.from_backbone(model, weights=weights, **opts)
     report = embed_folder(extractor, data, store, batch_size=batch_size, quiet=quiet, progress=not quiet and not json_out)
     if json_out:

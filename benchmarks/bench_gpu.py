@@ -1,0 +1,113 @@
+"""Target 8: the CUDA path, checked once on a GPU machine (prints the card and images/s).
+
+What it measures, on synthetic 224-px images (no data needed), for ``resnet18`` (seeded random
+weights; speed and fidelity only) and ``efficientnet_lite0`` (bundled ImageNet weights):
+
+- frozen inference through :class:`transferkit.accel.InferenceRunner` (the path ``embed`` and
+  feature-extraction training use): ``fp32`` against ``auto`` (autocast on CUDA), uint8 batches
+  copied from pinned memory and normalised on the GPU; min cosine of auto to fp32;
+- one fine-tuning step (forward, backward, AdamW) at batch 64: fp32 against the autocast dtype
+  ``transferkit`` picks (:func:`transferkit.engine.training_autocast_dtype`).
+
+Usage (on a machine with CUDA; exits with a message elsewhere):
+    .venv/bin/python benchmarks/bench_gpu.py [--steps 20] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+from _common import table
+
+
+def _sync() -> None:
+    torch.cuda.synchronize()
+
+
+def inference(model_name: str, steps: int) -> list[dict]:
+    from transferkit.accel import InferenceRunner
+    from transferkit.backbones import create_backbone
+
+    bb = create_backbone(model_name, weights="none" if model_name == "resnet18" else "default").eval()
+    pre = bb.preprocessing
+    x = np.random.default_rng(0).integers(0, 256, (128, 224, 224, 3), dtype=np.uint8)
+    rows, ref = [], None
+    for precision in ("fp32", "auto"):
+        r = InferenceRunner(bb, input_size=224, device="cuda", backend="torch", precision=precision, preprocessing=pre)
+        batches = [(x, i) for i in range(steps)]
+        list(r.map_uint8(iter(batches[:2])))  # warm-up (cuDNN autotuning, allocator)
+        _sync()
+        t0 = time.perf_counter()
+        outs = [y for y, _ in r.map_uint8(iter(batches))]
+        _sync()
+        secs = time.perf_counter() - t0
+        if ref is None:
+            ref = outs[0]
+        cos = float(torch.nn.functional.cosine_similarity(outs[0], ref).min())
+        rows.append({"model": model_name, "path": f"inference {precision}", "img/s": len(x) * steps / secs,
+                     "min cos vs fp32": f"{cos:.6f}", "dtype": r.info.get("precision")})
+    return rows
+
+
+def finetune(model_name: str, steps: int) -> list[dict]:
+    from transferkit.backbones import create_backbone
+    from transferkit.engine import training_autocast_dtype
+
+    dev = torch.device("cuda")
+    bb = create_backbone(model_name, weights="none" if model_name == "resnet18" else "default")
+    model = torch.nn.Sequential(bb, torch.nn.Linear(bb.num_features, 10)).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    x = torch.randn(64, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (64,), device=dev)
+    rows = []
+    for label, dtype in (("fp32", None), ("auto", training_autocast_dtype(dev, "auto", model))):
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+        def step(dtype=dtype, scaler=scaler):
+            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+
+        for _ in range(3):
+            step()
+        _sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync()
+        rows.append({"model": model_name, "path": f"fine-tune step {label}", "img/s": 64 * steps / (time.perf_counter() - t0),
+                     "min cos vs fp32": "-", "dtype": str(dtype).replace("torch.", "") if dtype else "fp32"})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="5 steps")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps = 5
+    if not torch.cuda.is_available():
+        print("bench_gpu: no CUDA device on this machine; nothing to measure.")
+        sys.exit(0)
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+    rows = []
+    for name in ("resnet18", "efficientnet_lite0"):
+        rows += inference(name, args.steps)
+        rows += finetune(name, args.steps)
+    print(table(rows, ["model", "path", "img/s", "min cos vs fp32", "dtype"]))
+
+
+if __name__ == "__main__":
+    main()
