@@ -14,6 +14,7 @@ Quality: ``sklearn.manifold.trustworthiness`` (n_neighbors=10) on a fixed random
 Usage:
     .venv/bin/python benchmarks/bench_tsne.py               # 10k x 512, ~ several minutes on 2 cores
     .venv/bin/python benchmarks/bench_tsne.py --quick       # 2,000 points
+    .venv/bin/python benchmarks/bench_tsne.py --store S     # real embeddings: transferkit embed DATA --store S
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sklearn", action="store_true")
+    parser.add_argument("--store", default=None,
+                        help="use the vectors and labels of an embedding store (transferkit embed) instead of synthetic ones")
     args = parser.parse_args()
     args.n = args.n or (2_000 if args.quick else 10_000)
 
@@ -65,7 +68,15 @@ def main() -> None:
 
     from transferkit.viz import project
 
-    x, labels = make_embeddings(args.n, args.dim, args.clusters, args.seed)
+    if args.store:
+        from transferkit.store import EmbeddingStore
+
+        snap = EmbeddingStore.open(args.store).snapshot()
+        x = np.asarray(snap["vectors"], dtype=np.float32)[: args.n]
+        labels = np.unique(np.asarray(snap["label"])[: args.n], return_inverse=True)[1]
+        args.n, args.dim, args.clusters = len(x), x.shape[1], int(labels.max()) + 1
+    else:
+        x, labels = make_embeddings(args.n, args.dim, args.clusters, args.seed)
     sub = np.random.default_rng(1).choice(args.n, size=min(args.eval, args.n), replace=False)
     print(f"machine: {machine()}")
     print(f"data: {args.n} x {args.dim}, {args.clusters} clusters, {os.cpu_count()} CPU cores")
