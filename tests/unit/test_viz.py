@@ -51,9 +51,10 @@ def test_pca_projection_values():
     np.testing.assert_array_equal(viz.project(x, method="pca").coords, p.coords)  # deterministic
 
 
-def test_tsne_separates_three_clusters():
+@pytest.mark.parametrize("fast", [True, False])
+def test_tsne_separates_three_clusters(fast):
     x, labels = clusters(n_per=60, spread=1.0)
-    p = viz.project(x, method="tsne", seed=0, n_jobs=1)
+    p = viz.project(x, method="tsne", seed=0, n_jobs=1, fast=fast)
     assert p.coords.shape == (180, 2) and np.isfinite(p.coords).all()
     assert p.perplexity == 30.0 and p.notices == []
     assert knn_accuracy(p.coords, labels) > 0.9
@@ -299,6 +300,16 @@ def test_cli_plot_png_and_html(tmp_path, store, capsys):
     assert "Note: Perplexity 30 is too large for 12 points" in captured.err
     assert sum(len(_array(t["x"])) for t in _plotly_traces(out.read_text(encoding="utf-8"))) == 12
 
+    calls = []
+    real = viz.project
+    viz_project = lambda *a, **k: calls.append(k.get("fast")) or real(*a, **k)  # noqa: E731
+    import unittest.mock
+
+    with unittest.mock.patch.object(viz, "project", viz_project):
+        assert main(["plot", str(store), "--method", "tsne", "--full-tsne", "--out", str(tmp_path / "f.png")]) == 0
+        assert main(["plot", str(store), "--method", "tsne", "--out", str(tmp_path / "g.png")]) == 0
+    assert calls == [False, True]  # --full-tsne turns the fast settings off
+
 
 @pytest.mark.parametrize(
     ("args", "match"),
@@ -338,3 +349,23 @@ def test_knn_euclidean_is_exact(n, k):
     np.testing.assert_allclose(dist, np.take_along_axis(full, want, axis=1), atol=1e-4)
     assert (np.diff(dist, axis=1) >= -1e-6).all()  # nearest first
     assert np.mean(idx == want) > 0.99  # equal up to float ties
+
+
+def test_fast_tsne_settings_apply_from_the_threshold(monkeypatch):
+    import openTSNE
+
+    seen = {}
+
+    class Spy(openTSNE.TSNE):
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(openTSNE, "TSNE", Spy)
+    monkeypatch.setattr(viz, "FAST_TSNE_MIN_POINTS", 100)
+    x, _ = clusters(n_per=40, spread=1.0)
+    viz.project(x, method="tsne", seed=0, n_jobs=1)
+    assert seen["n_iter"] == viz.FAST_TSNE_ITERATIONS and seen["negative_gradient_method"] == "fft"
+    seen.clear()
+    viz.project(x, method="tsne", seed=0, n_jobs=1, fast=False)
+    assert "n_iter" not in seen and "negative_gradient_method" not in seen

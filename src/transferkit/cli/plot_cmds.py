@@ -45,6 +45,8 @@ def plot(
     perplexity: float = typer.Option(30.0, "--perplexity", help="t-SNE perplexity (clamped to (n-1)/3 for small stores)."),
     max_points: int | None = typer.Option(None, "--max-points", help="Randomly subsample to at most N points (default: all for pca, 50000 otherwise)."),
     seed: int = typer.Option(0, "--seed", help="Random seed for subsampling and t-SNE/UMAP."),
+    full_tsne: bool = typer.Option(False, "--full-tsne", help="t-SNE with openTSNE's defaults (Annoy neighbours, 250 + 500 "
+                                   "iterations) instead of the fast settings (exact neighbours, 250 + 100 from 5k points)."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="HTML only: embed hover thumbnails of the images."),
     title: str | None = typer.Option(None, "--title", help="Plot title (default: method and number of points)."),
 ) -> None:
@@ -64,7 +66,8 @@ def plot(
     data = read_store(store)
     if len(data["vectors"]) == 0:
         raise DataError(f"Embedding store {store} is empty. Fill it with `transferkit embed DATA --store {store}`.")
-    projection = viz.project(data["vectors"], method=method, seed=seed, perplexity=perplexity, max_points=max_points)
+    projection = viz.project(data["vectors"], method=method, seed=seed, perplexity=perplexity, max_points=max_points,
+                             fast=not full_tsne)
     err = err_console()
     for notice in projection.notices:
         err.print(f"Note: {notice}", markup=False)
