@@ -56,6 +56,7 @@ def inference(model_name: str, steps: int) -> list[dict]:
 def finetune(model_name: str, steps: int) -> list[dict]:
     from transferkit.backbones import create_backbone
     from transferkit.engine import training_autocast_dtype
+    from transferkit.training import train_step
 
     dev = torch.device("cuda")
     bb = create_backbone(model_name, weights="none" if model_name == "resnet18" else "default")
@@ -68,16 +69,7 @@ def finetune(model_name: str, steps: int) -> list[dict]:
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
         def step(dtype=dtype, scaler=scaler):
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            train_step(model, opt, torch.nn.functional.cross_entropy, x, y, dtype, scaler)
 
         for _ in range(3):
             step()

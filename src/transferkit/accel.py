@@ -147,6 +147,8 @@ class InferenceRunner:
         self.precision = precision
         self._compiled = None
         self._ov_parts = None  # (core, model) once converted
+        self._key: str | None = None
+        self._queue = None  # OpenVINO AsyncInferQueue of the uint8 model
         self._compiled_u8 = None
         self.info: dict[str, Any] = {"backend": backend, "precision": precision}
 
@@ -171,9 +173,7 @@ class InferenceRunner:
         import openvino as ov
 
         folder = cache_dir() / "openvino"
-        if getattr(self, "_key", None) is None:
-            self._key = _fingerprint(self.module, self.input_size)
-        key = self._key + "-s"
+        key = self._weights_key() + "-s"
         xml = folder / f"{key}.xml"
         core = ov.Core()
         try:  # compiled-blob cache: later runs skip most of the compilation
@@ -286,10 +286,14 @@ class InferenceRunner:
 
     # bf16 rejections are remembered per weights (cache_dir()/precision/<fingerprint>.json): a
     # model whose features bf16 distorts on one batch is not retried (and recompiled) on every run.
-    def _rejection_file(self) -> Path:
-        if getattr(self, "_key", None) is None:
+    def _weights_key(self) -> str:
+        """Fingerprint of the module's weights and input size (computed once)."""
+        if self._key is None:
             self._key = _fingerprint(self.module, self.input_size)
-        return cache_dir() / "precision" / f"{self._key}-{self.backend}.json"
+        return self._key
+
+    def _rejection_file(self) -> Path:
+        return cache_dir() / "precision" / f"{self._weights_key()}-{self.backend}.json"
 
     def _rejection(self) -> float | None:
         try:
@@ -358,21 +362,12 @@ class InferenceRunner:
                 if self.backend == "openvino":
                     pending.append((self._submit_u8(x), payload))
                 else:
-                    y = self._torch_forward(self._to_device_float(x), self.precision_used == "bf16")
-                    pending.append((_Done(y.float().cpu().reshape(len(y), -1)), payload))
+                    y = self._torch_forward(self.preprocessing.normalize_nhwc(x, self.device), self.precision_used == "bf16")
+                    pending.append((y.float().cpu().reshape(len(y), -1), payload))
             while len(pending) > 1:  # keep one batch in flight while the caller handles the previous one
-                job, ready = pending.popleft()
-                yield (job.result() if job is not None else None), ready
+                yield _collect(*pending.popleft())
         while pending:
-            job, ready = pending.popleft()
-            yield (job.result() if job is not None else None), ready
-
-    def _to_device_float(self, x: np.ndarray) -> torch.Tensor:
-        """Normalised float batch on the device; on CUDA the uint8 batch is copied from pinned memory and normalised there."""
-        if self.device.type == "cuda":
-            t = torch.from_numpy(np.ascontiguousarray(x)).pin_memory().to(self.device, non_blocking=True)
-            return self.preprocessing.normalize_nhwc(t)
-        return self.preprocessing.normalize_nhwc(x)
+            yield _collect(*pending.popleft())
 
     def _submit_u8(self, x: np.ndarray) -> _Job:
         import openvino as ov
@@ -381,7 +376,7 @@ class InferenceRunner:
             core, model = self._ov_model()
             self._compiled_u8 = self._ov_compile(core, self._ov_uint8_model(core, model), self.precision_used == "bf16",
                                                  throughput=True)
-        if getattr(self, "_queue", None) is None:
+        if self._queue is None:
             nreq = int(self._compiled_u8.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             self._queue = ov.AsyncInferQueue(self._compiled_u8, max(1, nreq))
             self._queue.set_callback(_Job.on_done)
@@ -393,12 +388,9 @@ class InferenceRunner:
         return job
 
 
-class _Done:
-    def __init__(self, value: torch.Tensor):
-        self.value = value
-
-    def result(self) -> torch.Tensor:
-        return self.value
+def _collect(job, payload) -> tuple[torch.Tensor | None, Any]:
+    """``(features, payload)`` of a pending entry: an OpenVINO job is waited for; a tensor or None is ready."""
+    return (job.result() if isinstance(job, _Job) else job), payload
 
 
 class _Job:

@@ -53,9 +53,10 @@ def training_autocast_dtype(device: torch.device, precision: str = "auto", model
     ``auto``: bf16 on CUDA devices that support it (fp16 otherwise, with a grad scaler). On
     CPUs with native bf16 (AVX512-BF16/AMX), bf16 unless ``model`` trains most of its
     depthwise convolutions, whose bf16 backward pass is slow there. Measured on 2 Sapphire
-    Rapids cores, training-phase images/s: ResNet-18 full and partial ~2.2x with bf16;
-    EfficientNet-Lite0 partial 66 with bf16 against 34-41 in fp32, but full 13-14 with bf16
-    against 15-16 in fp32 (channels-last). Elsewhere fp32. Weights, optimizer state and the
+    Rapids cores: ResNet-18 full and partial ~2.2x with bf16 (one-step microbenchmark);
+    EfficientNet-Lite0 training-phase images/s (`transferkit train`, 2 epochs) partial 64-66
+    with bf16 against 31-41 in fp32, but full 11.9-14.0 with bf16 against 13.6-16.0 in fp32
+    (channels-last). Elsewhere fp32. Weights, optimizer state and the
     loss stay in fp32 (mixed precision).
     """
     from .accel import cpu_has_bf16

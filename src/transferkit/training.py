@@ -206,6 +206,25 @@ def _load_resume(out_dir: Path) -> tuple[TrainConfig, dict | None]:
     return cfg, state
 
 
+def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scaler=None):
+    """One optimisation step under autocast (``amp_dtype`` None: fp32); returns ``(loss, logits)``.
+
+    ``scaler`` is a ``GradScaler`` for fp16 (see :func:`~transferkit.engine.training_autocast_dtype`).
+    """
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(x)
+    loss = criterion(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    return loss, logits
+
+
 class _Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: Path, ui: UI, state: dict | None):
         self.cfg = cfg
@@ -466,17 +485,7 @@ class _Trainer:
                 if x is not None:
                     x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        logits = model(x)
-                    loss = criterion(logits.float(), y)
-                    opt.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.step(opt)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        opt.step()
+                    loss, logits = train_step(model, opt, criterion, x, y, amp_dtype, scaler)
                     total_loss += loss.item() * len(y)
                     correct += int((logits.argmax(1) == y).sum())
                     n += len(y)

@@ -79,8 +79,9 @@ class Preprocessing:
             exact: resize with PIL, as :meth:`eval_transform` does (bit-identical pixels).
                 By default bilinear and bicubic resizing uses PyTorch's antialiased uint8
                 kernel instead: measured 3.5x faster than PIL's bicubic (0.6 ms against 2.1 ms
-                for a ~500x375 photo) and within 2 grey levels of it per pixel; embeddings of
-                3,157 photos stayed at cosine >= 0.9999 to the exact path (BENCHMARKS.md, target 1).
+                for a ~500x375 photo) and within 2 grey levels of it per pixel; EfficientNet-Lite0
+                embeddings of 3,157 photos stayed at cosine >= 0.99997 to the exact path
+                (BENCHMARKS.md, target 1).
         """
         import numpy as np
         from PIL import Image
@@ -109,12 +110,12 @@ class Preprocessing:
 
         return transform
 
-    def normalize_nhwc(self, x):
+    def normalize_nhwc(self, x, device=None):
         """uint8 ``(B, H, W, 3)`` (array or tensor) from :meth:`resize_crop_transform` -> normalised float32 ``(B, 3, H, W)``.
 
-        Runs on the tensor's device (on a GPU, copy the uint8 batch there first: a quarter of
-        the bytes of the float batch). The result is a channels-last view (the layout the convolutions want), with the same
-        values as ``ToTensor`` + ``Normalize``.
+        With a CUDA ``device`` the uint8 batch is copied there from pinned memory (a quarter of
+        the bytes of the float batch) and normalised on the GPU. The result is a channels-last
+        view (the layout the convolutions want), with the same values as ``ToTensor`` + ``Normalize``.
         """
         import numpy as np
         import torch
@@ -122,6 +123,8 @@ class Preprocessing:
         if isinstance(x, np.ndarray) and not x.flags.writeable:
             x = x.copy()
         x = torch.as_tensor(x)
+        if device is not None and torch.device(device).type == "cuda":
+            x = x.pin_memory().to(device, non_blocking=True)
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) * 255.0
         return (x.permute(0, 3, 1, 2).float() - mean) / std
