@@ -11,8 +11,14 @@ the features faithful to the fp32 eager model:
 - ``torch``: eager PyTorch in channels-last memory format; autocast on CUDA.
 
 ``precision="auto"`` tries bf16 first and keeps it only if, on the first batch, every
-output has cosine similarity >= ``min_cosine`` (0.999) to the fp32 eager reference;
-otherwise it uses fp32, and remembers the rejection for these weights. The decision and
+output has cosine similarity >= ``min_cosine`` (0.999) to the fp32 model (eager PyTorch;
+on OpenVINO its fp32 compilation, which is itself checked against eager PyTorch when the
+model is converted); otherwise it uses fp32, and remembers the rejection for these weights.
+
+A converted model is cached on disk under a key that identifies the weights. A caller that
+can name the weights cheaply (a registered backbone's weights file, a run's safetensors)
+passes that key and a *builder* instead of the module: on a warm cache the PyTorch module
+is then never built, and torchvision/timm are never imported (~2.5 s of a CLI call here). The decision and
 the measured fidelity are in :attr:`info`. Measured on a 2-core Sapphire Rapids VM:
 ResNet-18 (random-init weights) in bf16 keeps cos >= 0.9999 on 3,157 photos, so bf16 is
 used; EfficientNet-Lite0 in bf16 falls to cos 0.04 on some steel-surface photos (0.986 on
@@ -46,6 +52,10 @@ _CHECK_IMAGES = 16
 #: ``auto`` converts to OpenVINO only for workloads that repay the one-off conversion
 #: (a few seconds; cached on disk afterwards).
 OPENVINO_MIN_ITEMS = 256
+#: A conversion is used only if its fp32 outputs keep this cosine similarity to eager PyTorch.
+CONVERSION_MIN_COSINE = 0.9999
+#: Bumped when the conversion recipe changes, so older cache entries are not reused.
+CONVERSION_VERSION = 2
 #: Images per asynchronous OpenVINO request (measured on 2 cores: 8 beat 16 and 32 for
 #: EfficientNet-Lite0 and was within noise of 16 for ResNet-18).
 OV_REQUEST_BATCH = 8
@@ -55,6 +65,33 @@ def cache_dir() -> Path:
     """Where converted models are cached (``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``)."""
     root = os.environ.get("TRANSFERKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "transferkit")
     return Path(root)
+
+
+def model_key(*parts: object) -> str:
+    """A cache key for a converted model from parts that identify weights and input size (e.g. a file digest)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"conversion-v{CONVERSION_VERSION}".encode())
+    for part in parts:
+        h.update(b"\0" + str(part).encode())
+    return h.hexdigest()
+
+
+def _model_info_path(key: str) -> Path:
+    return cache_dir() / "openvino" / f"{key}-s.json"
+
+
+def cached_model_info(key: str) -> dict[str, Any] | None:
+    """What the cache knows about the model converted under ``key`` (its output ``dim`` and the
+    conversion check), or None when there is no verified conversion to run without the module."""
+    import json
+
+    try:
+        info = json.loads(_model_info_path(key).read_text())
+        ok = info.get("conversion_ok") is True and int(info["dim"]) > 0
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    xml = cache_dir() / "openvino" / f"{key}-s.xml"
+    return info if ok and xml.exists() and xml.with_suffix(".bin").exists() else None
 
 
 def _block_openvino_telemetry() -> None:
@@ -106,7 +143,9 @@ class InferenceRunner:
     """Run a frozen ``(B, 3, H, W) -> (B, D)`` module as fast as fidelity allows.
 
     Args:
-        module: the frozen module (it is put in eval mode).
+        module: the frozen module (it is put in eval mode), or a zero-argument callable that
+            builds it; the builder is called only when the module is needed (the torch
+            backend, a conversion, or a cache without ``weights_key``'s conversion).
         input_size: side of the square input (for conversion).
         device: the torch device; non-CPU devices always use the torch backend.
         backend: ``auto`` (OpenVINO on CPU when installed, else torch), ``torch`` or ``openvino``.
@@ -116,6 +155,8 @@ class InferenceRunner:
             :data:`OPENVINO_MIN_ITEMS` on (None = many).
         preprocessing: the :class:`~transferkit.backbones.Preprocessing` of the weights;
             needed by :meth:`map_uint8` (normalisation of uint8 images).
+        weights_key: identifies the weights for the conversion cache (see :func:`model_key`);
+            default: a hash of the module's state_dict.
 
     Attributes:
         info: backend, precision, ``check_min_cosine`` and ``setup_seconds`` once the first batch ran.
@@ -123,12 +164,15 @@ class InferenceRunner:
 
     def __init__(self, module: torch.nn.Module, *, input_size: int, device: torch.device | str = "cpu",
                  backend: str = "auto", precision: str = "auto", min_cosine: float = MIN_COSINE,
-                 expected_items: int | None = None, preprocessing=None):
+                 expected_items: int | None = None, preprocessing=None, weights_key: str | None = None):
         if backend not in BACKENDS:
             raise ConfigError(f"`backend` must be one of {', '.join(BACKENDS)}; got {backend!r}.")
         if precision not in PRECISIONS:
             raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
-        self.module = module.eval()
+        if isinstance(module, torch.nn.Module):
+            self._module, self._build = module.eval(), None
+        else:
+            self._module, self._build = None, module
         self.input_size = int(input_size)
         self.preprocessing = preprocessing
         self.device = torch.device(device)
@@ -147,10 +191,18 @@ class InferenceRunner:
         self.precision = precision
         self._compiled = None
         self._ov_parts = None  # (core, model) once converted
-        self._key: str | None = None
+        self._key = weights_key
+        self._unverified = False  # the OpenVINO model has not yet been checked against eager PyTorch
         self._queue = None  # OpenVINO AsyncInferQueue of the uint8 model
         self._compiled_u8 = None
         self.info: dict[str, Any] = {"backend": backend, "precision": precision}
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The PyTorch module (built on first use when a builder was given)."""
+        if self._module is None:
+            self._module = self._build().eval()
+        return self._module
 
     # -- torch -------------------------------------------------------------------------------------
     def _torch_forward(self, x: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -187,6 +239,8 @@ class InferenceRunner:
                 model = core.read_model(str(xml))
             except Exception:  # noqa: BLE001 - a corrupt cache entry is rebuilt
                 log.warning("Ignoring unreadable OpenVINO cache entry %s; converting again.", xml)
+        # a conversion is checked against eager PyTorch once, when it is made (or found unchecked)
+        self._unverified = model is None or cached_model_info(self._weights_key()) is None
         if model is None:
             model = self._ov_convert(ov)
             try:
@@ -250,46 +304,84 @@ class InferenceRunner:
             want_bf16 = False
             self.info["check_min_cosine"] = rejected
             self.info["check_cached"] = True
+        check = self.precision == "auto" and want_bf16
         n = _CHECK_IMAGES
-        ref = None
-        if self.precision == "auto" and want_bf16:
-            with torch.inference_mode():
-                ref = self.module.to(self.device)(x[:n].to(self.device).contiguous(memory_format=torch.channels_last)).float().cpu()
+        prec = None
         if self.backend == "openvino":
-            core, model = self._ov_model()
-            u8 = x_u8 is not None
-            graph = self._ov_uint8_model(core, model) if u8 else model
-            sample = x_u8[:n] if u8 else x[:n]
-            chosen = None
-            if want_bf16:
-                compiled = self._ov_compile(core, graph, True, throughput=u8)
-                if ref is None or self._passes(self._ov_run(compiled, sample), ref):
-                    chosen = (compiled, "bf16")
-            if chosen is None:
-                chosen = (self._ov_compile(core, graph, False, throughput=u8), "fp32")
-            compiled, prec = chosen
-            if u8:
-                self._compiled_u8 = compiled
-            else:
-                self._compiled = compiled
-        else:
+            prec = self._setup_openvino(x[:n], None if x_u8 is None else x_u8[:n], want_bf16, check)
+        if prec is None:  # torch, or a conversion that failed its check
+            ref = None
+            if check:
+                with torch.inference_mode():
+                    ref = self.module.to(self.device)(x[:n].to(self.device).contiguous(memory_format=torch.channels_last)).float().cpu()
             self.module.to(self.device).to(memory_format=torch.channels_last)
             prec = "fp32"
             if want_bf16 and (ref is None or self._passes(self._torch_forward(x[:n], True).cpu(), ref)):
                 prec = "bf16"
         self.precision_used = prec
         self.info.update({"precision": prec, "setup_seconds": round(time.perf_counter() - t0, 3)})
-        if ref is not None:
-            self.info["check_images"] = len(ref)
+        if check:
+            self.info["check_images"] = min(n, len(x))
             if prec == "fp32":
                 self._remember_rejection(self.info["check_min_cosine"])
+
+    def _setup_openvino(self, x: torch.Tensor, x_u8: np.ndarray | None, want_bf16: bool, check: bool) -> str | None:
+        """Compile for OpenVINO; returns the precision, or None (backend switched to torch) when the
+        conversion does not reproduce eager PyTorch."""
+        core, model = self._ov_model()
+        u8 = x_u8 is not None
+        graph = self._ov_uint8_model(core, model) if u8 else model
+        sample = x_u8 if u8 else x
+        fp32 = ref = None
+        if self._unverified or check or not want_bf16:
+            fp32 = self._ov_compile(core, graph, False, throughput=u8)
+        if self._unverified or check:
+            ref = self._ov_run(fp32, sample)
+        if self._unverified and not self._verify_conversion(ref, x):
+            self.backend = self.info["backend"] = "torch"
+            self._ov_parts = None
+            return None
+        chosen = None
+        if want_bf16:
+            compiled = self._ov_compile(core, graph, True, throughput=u8)
+            if not check or self._passes(self._ov_run(compiled, sample), ref):
+                chosen = (compiled, "bf16")
+        compiled, prec = chosen or (fp32 or self._ov_compile(core, graph, False, throughput=u8), "fp32")
+        if u8:
+            self._compiled_u8 = compiled
+        else:
+            self._compiled = compiled
+        return prec
+
+    def _verify_conversion(self, out: torch.Tensor, x: torch.Tensor) -> bool:
+        """Compare the OpenVINO fp32 outputs with eager PyTorch on the same images; record the verdict in the cache."""
+        from ._io import write_json_atomic
+
+        with torch.inference_mode():
+            ref = self.module.cpu()(x.cpu().contiguous(memory_format=torch.channels_last)).float()
+        ref = ref.reshape(len(ref), -1)
+        worst = float(torch.nn.functional.cosine_similarity(out.float().reshape(len(ref), -1), ref, dim=1).min())
+        ok = worst >= CONVERSION_MIN_COSINE
+        self.info["conversion_min_cosine"] = round(worst, 7)
+        try:
+            path = _model_info_path(self._weights_key())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, {"dim": int(ref.shape[1]), "conversion_ok": ok, "conversion_min_cosine": worst,
+                                     "input_size": self.input_size})
+        except OSError as exc:  # an optimisation only
+            log.debug("cannot record the conversion check: %s", exc)
+        self._unverified = False
+        if not ok:
+            log.warning("OpenVINO's conversion of this model differs from PyTorch (cosine %.5f < %s on the first images); "
+                        "using PyTorch instead.", worst, CONVERSION_MIN_COSINE)
+        return ok
 
     # bf16 rejections are remembered per weights (cache_dir()/precision/<fingerprint>.json): a
     # model whose features bf16 distorts on one batch is not retried (and recompiled) on every run.
     def _weights_key(self) -> str:
         """Fingerprint of the module's weights and input size (computed once)."""
         if self._key is None:
-            self._key = _fingerprint(self.module, self.input_size)
+            self._key = model_key("state_dict", _fingerprint(self.module, self.input_size))
         return self._key
 
     def _rejection_file(self) -> Path:

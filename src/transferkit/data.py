@@ -70,14 +70,28 @@ def _bomb_reason(size: tuple[int, int] | None, limit: int | None, exc: BaseExcep
 
 @contextmanager
 def _pil_pixel_limit(limit: int | None):
-    """Make PIL's own bomb check agree with ``limit`` (PIL warns above it and refuses above twice it)."""
+    """Make PIL's own bomb check agree with ``limit`` (PIL warns above it and refuses above twice it).
+
+    Both settings are process-wide: every caller in transferkit sets the same value, so
+    threads agree; and PIL's warning (for images transferkit refuses itself, with a clearer
+    message) is filtered once, because ``warnings.catch_warnings`` is not thread-safe: in a
+    decoding thread it restores the filters that other threads saw on entry, undoing theirs.
+    """
     from PIL import Image
 
-    # A process-wide setting; every caller in transferkit sets the same value, so threads agree.
     Image.MAX_IMAGE_PIXELS = limit
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
+    if not _BOMB_WARNING_FILTERED:
+        _filter_bomb_warning(Image.DecompressionBombWarning)
+    yield
+
+
+_BOMB_WARNING_FILTERED = False
+
+
+def _filter_bomb_warning(category) -> None:
+    global _BOMB_WARNING_FILTERED
+    warnings.filterwarnings("ignore", category=category)  # replaces an identical filter: safe to repeat
+    _BOMB_WARNING_FILTERED = True
 
 
 def is_image_file(path: Path) -> bool:

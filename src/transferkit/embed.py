@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,9 @@ class Extractor:
     Build with :meth:`from_backbone`, :meth:`from_run` or :meth:`from_model`.
 
     Args:
-        module: maps ``(B, 3, H, W)`` to ``(B, D)`` (or anything that flattens to it).
+        module: maps ``(B, 3, H, W)`` to ``(B, D)`` (or anything that flattens to it); or a
+            zero-argument callable that builds it, called only when the module is needed
+            (with ``weights_key`` naming a cached OpenVINO conversion, it never is).
         preprocessing: the preprocessing the weights expect.
         model_id: identifies model, weights and preprocessing (stored in the store).
         source: how to rebuild the model (``{"run": DIR}`` or ``{"backbone": NAME, "weights": W}``).
@@ -129,11 +131,14 @@ class Extractor:
             transform does. Default ``False``: PyTorch's vectorised uint8 resize, 3.5x faster
             for bicubic and within 2 grey levels per pixel (EfficientNet-Lite0 embeddings of
             3,157 photos at cosine >= 0.99997 to the exact path).
+        weights_key: identifies the weights in the conversion cache
+            (:func:`~transferkit.accel.model_key`); default: a hash of the module's state_dict.
     """
 
-    def __init__(self, module: nn.Module, *, preprocessing: Preprocessing, model_id: dict[str, Any],
+    def __init__(self, module: nn.Module | Callable[[], nn.Module], *, preprocessing: Preprocessing, model_id: dict[str, Any],
                  source: dict[str, Any] | None = None, device: str | torch.device | None = None,
-                 channels_last: bool = True, precision: str = "auto", backend: str = "auto", exact_resize: bool = False):
+                 channels_last: bool = True, precision: str = "auto", backend: str = "auto", exact_resize: bool = False,
+                 weights_key: str | None = None):
         from .accel import BACKENDS, PRECISIONS
 
         if precision not in PRECISIONS:
@@ -147,12 +152,27 @@ class Extractor:
         self.device = torch.device(device) if device is not None else _default_device()
         self.channels_last = channels_last
         self.precision = precision
-        self.module = module.eval().to(self.device)
-        if channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
+        self.weights_key = weights_key
+        self._module: nn.Module | None = None
+        self._build = None
+        if isinstance(module, nn.Module):
+            self._module = self._prepare(module)
+        else:
+            self._build = module
         self.preprocessing = preprocessing
         self.model_id = dict(model_id)
         self.source = dict(source or {})
+
+    def _prepare(self, module: nn.Module) -> nn.Module:
+        module = module.eval().to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    @property
+    def module(self) -> nn.Module:
+        """The PyTorch module (built on first use when the extractor was given a builder)."""
+        if self._module is None:
+            self._module = self._prepare(self._build())
+        return self._module
 
     @property
     def dim(self) -> int:
@@ -163,20 +183,38 @@ class Extractor:
     def from_backbone(cls, name: str, *, weights: str | os.PathLike = "default", **kwargs) -> Extractor:
         """Extractor from a registered backbone (``weights``: ``"default"``, ``"none"`` or a file).
 
+        When the weights are a file on disk (the default weights once downloaded or bundled,
+        or ``weights=FILE``) whose OpenVINO conversion is cached, the PyTorch module is built
+        only if something needs it.
+
         Raises:
             UnknownNameError, WeightsUnavailableError, DataNotFoundError, ConfigError: see ``create_backbone``.
         """
-        from .backbones import create_backbone
+        from .accel import cached_model_info, model_key
+        from .backbones import create_backbone, get_backbone_spec
 
         weights_arg = str(weights)
-        backbone = create_backbone(name, weights=weights_arg)
-        digest = None
-        if weights_arg not in ("default", "none"):
+        spec = get_backbone_spec(name)
+        digest = None  # recorded in the model_id for a weights file
+        key = None
+        if weights_arg == "default" and os.path.isfile(spec.weights.location):
+            key = model_key(spec.name, file_digest(Path(spec.weights.location)), spec.weights.preprocessing.input_size)
+        elif weights_arg not in ("default", "none") and Path(weights_arg).is_file():
             digest = file_digest(Path(weights_arg))
+            key = model_key(spec.name, digest, spec.weights.preprocessing.input_size)
+        if weights_arg not in ("default", "none"):
+            tag = f"file:{Path(weights_arg).name}"
             weights_arg = str(Path(weights_arg).resolve())
+        source = {"backbone": spec.name, "weights": weights_arg}
+        cached = cached_model_info(key) if key else None
+        if cached is not None:
+            pre = spec.weights.preprocessing
+            model_id = _model_id(spec.name, spec.weights.tag if weights_arg == "default" else tag, pre, cached["dim"], digest)
+            return cls(lambda: create_backbone(name, weights=weights_arg), preprocessing=pre, model_id=model_id,
+                       source=source, weights_key=key, **kwargs)
+        backbone = create_backbone(name, weights=weights_arg)
         model_id = _model_id(backbone.name, backbone.weights_tag, backbone.preprocessing, backbone.num_features, digest)
-        return cls(backbone, preprocessing=backbone.preprocessing, model_id=model_id,
-                   source={"backbone": backbone.name, "weights": weights_arg}, **kwargs)
+        return cls(backbone, preprocessing=backbone.preprocessing, model_id=model_id, source=source, weights_key=key, **kwargs)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, **kwargs) -> Extractor:
@@ -185,16 +223,28 @@ class Extractor:
         Raises:
             RunError: not a run, or corrupt.
         """
-        from .model import load_model
+        from .accel import cached_model_info, model_key
+        from .model import load_model, read_model_meta
 
         run_dir = Path(run_dir)
+        meta = read_model_meta(run_dir)
+        weights_file = run_dir / "model.safetensors"
+        digest = file_digest(weights_file) if weights_file.is_file() else None
+        pre = Preprocessing.from_dict(meta["preprocessing"])
+        key = model_key("run-backbone", digest, pre.input_size) if digest else None
+        cached = cached_model_info(key) if key else None
+        source = {"run": str(run_dir.resolve())}
+        if cached is not None:
+            model_id = _model_id(meta["backbone"], str(meta.get("weights", "unknown")), pre, cached["dim"], digest)
+            model_id["run_dir"] = str(run_dir.resolve())
+            return cls(lambda: load_model(run_dir)[0].backbone, preprocessing=pre, model_id=model_id, source=source,
+                       weights_key=key, **kwargs)
         model, meta = load_model(run_dir)
         backbone = model.backbone
         model_id = _model_id(backbone.name, str(meta.get("weights", backbone.weights_tag)), backbone.preprocessing,
-                             backbone.num_features, file_digest(run_dir / "model.safetensors"))
+                             backbone.num_features, file_digest(weights_file))
         model_id["run_dir"] = str(run_dir.resolve())
-        return cls(backbone, preprocessing=backbone.preprocessing, model_id=model_id,
-                   source={"run": str(run_dir.resolve())}, **kwargs)
+        return cls(backbone, preprocessing=backbone.preprocessing, model_id=model_id, source=source, weights_key=key, **kwargs)
 
     @classmethod
     def from_model(cls, model: nn.Module, *, name: str | None = None, **kwargs) -> Extractor:
@@ -243,9 +293,10 @@ class Extractor:
         from .accel import InferenceRunner
 
         if self._runner is None:
-            self._runner = InferenceRunner(self.module, input_size=self.preprocessing.input_size, device=self.device,
-                                           backend=self.backend, precision=self.precision,
-                                           expected_items=self._expected_items, preprocessing=self.preprocessing)
+            module = self._module if self._module is not None else (lambda: self.module)
+            self._runner = InferenceRunner(module, input_size=self.preprocessing.input_size, device=self.device,
+                                           backend=self.backend, precision=self.precision, expected_items=self._expected_items,
+                                           preprocessing=self.preprocessing, weights_key=self.weights_key)
         return self._runner
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

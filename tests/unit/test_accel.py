@@ -144,3 +144,42 @@ def test_depthwise_training_stays_fp32_on_bf16_cpus(monkeypatch):
     assert not trains_depthwise(plain) and training_autocast_dtype(cpu, "auto", plain) == torch.bfloat16
     assert training_autocast_dtype(cpu, "bf16", net) == torch.bfloat16
     assert training_autocast_dtype(cpu, "fp32", plain) is None
+
+
+@needs_openvino
+def test_a_conversion_that_differs_from_pytorch_is_not_used(backbone, x, tmp_path, monkeypatch, caplog):
+    import transferkit.accel as accel
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "CONVERSION_MIN_COSINE", 1.01)  # no conversion can pass
+    r = InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32")
+    with caplog.at_level("WARNING", logger="transferkit"):
+        out = r(x)
+    assert r.backend == "torch" and r.info["backend"] == "torch"
+    assert 0.9999 <= r.info["conversion_min_cosine"] < 1.01
+    assert "differs from PyTorch" in caplog.text
+    torch.testing.assert_close(out, _ref(backbone, x), atol=1e-5, rtol=1e-5)
+    assert accel.cached_model_info(r._weights_key()) is None  # a builder-only runner will not trust it
+
+
+@needs_openvino
+def test_warm_bf16_check_runs_without_the_module(backbone, x, tmp_path, monkeypatch):
+    import transferkit.accel as accel
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
+    key = accel.model_key("test", "tiny")
+    cold = InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32", weights_key=key)
+    ref = cold(x)
+    assert accel.cached_model_info(key)["dim"] == ref.shape[1]
+
+    def never():
+        raise AssertionError("the module was built")
+
+    for bar, expected in ((0.5, "bf16"), (1.01, "fp32")):
+        warm = InferenceRunner(never, input_size=32, backend="openvino", precision="auto", weights_key=key, min_cosine=bar)
+        out = warm(x)
+        assert warm.info["precision"] == expected and warm.info["check_images"] == len(x)
+        assert "conversion_min_cosine" not in warm.info  # verified when converted, not again
+        cos = torch.nn.functional.cosine_similarity(out, ref, dim=1)
+        assert float(cos.min()) >= min(bar, 0.99)

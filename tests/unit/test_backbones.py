@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from transferkit.backbones import create_backbone, get_backbone_spec, load_state_dict_file
+from transferkit.backbones import Preprocessing, create_backbone, get_backbone_spec, load_state_dict_file
 from transferkit.backbones.efficientnet_lite import map_lukemelas_keys, weights_path
+from transferkit.backbones.torchvision_models import DEFAULT_WEIGHTS
 from transferkit.errors import (
     ConfigError,
     DataNotFoundError,
@@ -204,3 +207,28 @@ def test_unknown_model_lists_choices_and_the_timm_hint():
         get_backbone_spec("zzzz")
     assert "Did you mean" not in str(info.value)
     assert "tiny_cnn" not in str(info.value)
+
+
+# -- the torchvision table -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_WEIGHTS))
+def test_torchvision_weights_table_matches_torchvision(name):
+    import torchvision.models as tvm
+
+    row = DEFAULT_WEIGHTS[name]
+    enum_name = row.enum.split(".")[0]
+    weights = getattr(tvm, enum_name).DEFAULT
+    t = weights.transforms()
+    assert (str(weights), weights.url) == (row.enum, row.url)
+    assert row.preprocessing == Preprocessing(input_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]),
+                                              interpolation=t.interpolation.value, mean=tuple(t.mean), std=tuple(t.std))
+    spec = get_backbone_spec(name)
+    assert spec.weights.tag == weights.name and spec.weights.preprocessing == row.preprocessing
+
+
+def test_looking_up_backbones_does_not_import_torchvision():
+    code = ("import sys; from transferkit.backbones import get_backbone_spec, list_backbones; "
+            "[get_backbone_spec(n) for n in list_backbones()]; print(sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -214,6 +214,77 @@ def test_extractor_from_run_identity(tmp_path):
     assert rebuilt.model_id == ex.model_id
 
 
+needs_openvino = pytest.mark.skipif(not __import__("transferkit.accel", fromlist=["x"]).openvino_available(),
+                                    reason="openvino not installed")
+
+
+def _builds(monkeypatch) -> list[str]:
+    """Record every backbone build (the registry's one build path)."""
+    import transferkit.backbones._registry as registry
+
+    calls: list[str] = []
+    real = registry.create_backbone
+
+    def spy(name="resnet18", **kw):
+        calls.append(name)
+        return real(name, **kw)
+
+    monkeypatch.setattr(registry, "create_backbone", spy)
+    monkeypatch.setattr("transferkit.backbones.create_backbone", spy)
+    monkeypatch.setattr("transferkit.model.create_backbone", spy)
+    return calls
+
+
+@needs_openvino
+def test_warm_conversion_cache_embeds_without_building_the_module(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "w.safetensors"
+    save_file(create_backbone("tiny_cnn").model.state_dict(), str(weights))
+    data = make_split_folder(tmp_path / "data", per_class=2)
+    files = sorted(str(p) for p in data.rglob("*.png"))
+    builds = _builds(monkeypatch)
+    cold = Extractor.from_backbone("tiny_cnn", weights=weights, backend="openvino", precision="fp32")
+    v_cold, ok, _ = cold.embed_files(files)
+    assert builds == ["tiny_cnn"] and ok.all()
+    assert cold.inference_info["conversion_min_cosine"] >= 0.9999  # checked against eager PyTorch when converted
+    warm = Extractor.from_backbone("tiny_cnn", weights=weights, backend="openvino", precision="fp32")
+    v_warm, ok, _ = warm.embed_files(files)
+    assert builds == ["tiny_cnn"] and warm._module is None  # never built
+    assert warm.model_id == cold.model_id and warm.source == cold.source and warm.dim == 32
+    np.testing.assert_allclose(v_warm, v_cold, atol=1e-6)
+    # the PyTorch module is still there when something needs it
+    x = torch.randn(2, 3, 32, 32)
+    lazy = Extractor.from_backbone("tiny_cnn", weights=weights, backend="torch", precision="fp32")
+    with torch.no_grad():
+        np.testing.assert_allclose(lazy.embed_tensors(x), create_backbone("tiny_cnn").eval()(x).numpy(), atol=1e-5)
+    assert builds == ["tiny_cnn", "tiny_cnn"]  # built when the torch backend needed it
+
+
+@needs_openvino
+def test_warm_run_extractor_does_not_rebuild_the_model(tmp_path, monkeypatch):
+    from transferkit.model import TransferModel, save_model
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    model = TransferModel(create_backbone("tiny_cnn"), 2).eval()
+    save_model(model, tmp_path / "run", {"classes": ["a", "b"]})
+    data = make_split_folder(tmp_path / "data", per_class=2)
+    files = sorted(str(p) for p in data.rglob("*.png"))
+    builds = _builds(monkeypatch)
+    cold = Extractor.from_run(tmp_path / "run", backend="openvino", precision="fp32")
+    v_cold = cold.embed_files(files)[0]
+    warm = Extractor.from_run(tmp_path / "run", backend="openvino", precision="fp32")
+    np.testing.assert_allclose(warm.embed_files(files)[0], v_cold, atol=1e-6)
+    assert builds == ["tiny_cnn"] and warm._module is None and warm.model_id == cold.model_id
+    # other weights in the run: another key, so the model is built and converted again
+    model2 = TransferModel(create_backbone("tiny_cnn", weights="none"), 2).eval()
+    save_model(model2, tmp_path / "run", {"classes": ["a", "b"]})
+    other = Extractor.from_run(tmp_path / "run", backend="openvino", precision="fp32")
+    assert other._module is not None and other.model_id["weights_digest"] != cold.model_id["weights_digest"]
+    assert not np.allclose(other.embed_files(files)[0], v_cold, atol=1e-3)
+
+
 HYMENOPTERA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "hymenoptera"
 
 

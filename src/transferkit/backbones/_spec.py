@@ -89,6 +89,8 @@ class Preprocessing:
         resample = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
         size, crop, mode = self.resize_size, self.input_size, self.interpolation
         use_torch = not exact and mode in ("bilinear", "bicubic")
+        if use_torch:
+            _allow_readonly_arrays()
 
         def transform(im):
             w, h = im.size
@@ -98,7 +100,7 @@ class Preprocessing:
                 raise ValueError(f"resized image {nw}x{nh} is smaller than the {crop}px crop")
             left, top = int(round((nw - crop) / 2.0)), int(round((nh - crop) / 2.0))
             if use_torch and (nw, nh) != (w, h):
-                return _torch_resize_crop(np.asarray(im), (nh, nw), (top, left, crop), mode)
+                return _torch_resize_crop(im, (nh, nw), (top, left, crop), mode)
             if (nw, nh) != (w, h):
                 # a greyscale ("L") image is resized in its one channel and repeated into three
                 # afterwards: the same pixels as converting to RGB first, a third of the work
@@ -143,20 +145,41 @@ class Preprocessing:
         )
 
 
-def _torch_resize_crop(arr, out_hw: tuple[int, int], crop: tuple[int, int, int], mode: str):
-    """Antialiased uint8 resize with PyTorch's vectorised kernel, then the centre crop, as uint8 ``(H, W, 3)``."""
+def _torch_resize_crop(im, out_hw: tuple[int, int], crop: tuple[int, int, int], mode: str):
+    """Antialiased uint8 resize with PyTorch's vectorised kernel, then the centre crop, as a uint8 ``(H, W, 3)`` view.
+
+    An RGB image's pixels are read from PIL's bytes without a copy, and the crop is returned
+    as a view: the batch collation makes the one copy (measured: 0.74 against 1.05 ms per
+    ~500x375 photo with two extra copies).
+    """
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif not arr.flags.writeable:
-        arr = arr.copy()
+    if im.mode == "RGB":
+        arr = np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], 3)  # read-only; never written
+    else:  # greyscale: the 3-channel kernel is faster than the 1-channel one (0.52 vs 0.84 ms)
+        arr = np.repeat(np.asarray(im)[:, :, None], 3, axis=2)
     x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)  # channels-last view: what the fast kernel wants
     y = F.interpolate(x, size=out_hw, mode=mode, antialias=True)
     top, left, side = crop
-    return np.ascontiguousarray(y[0, :, top:top + side, left:left + side].permute(1, 2, 0).numpy())
+    return y[0, :, top:top + side, left:left + side].permute(1, 2, 0).numpy()
+
+
+def _allow_readonly_arrays() -> None:
+    """Spend PyTorch's once-per-process warning about read-only arrays here, silently.
+
+    ``torch.from_numpy`` warns (once) that a read-only array could be written through the
+    tensor; the decoders hand it PIL's immutable bytes, which the resize only reads.
+    """
+    import warnings
+
+    import numpy as np
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        torch.from_numpy(np.frombuffer(b"\0", dtype=np.uint8))
 
 
 def _interp(name: str):

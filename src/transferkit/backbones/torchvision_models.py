@@ -1,11 +1,47 @@
-"""torchvision ImageNet backbones, fetched through torchvision's weights API and cache."""
+"""torchvision ImageNet backbones, fetched through torchvision's weights API and cache.
+
+The registry records each model's default weights (URL, tag, preprocessing) as plain data,
+so looking a backbone up never imports torchvision (whose import costs ~1.8 s here, most of
+it ``torch._dynamo`` pulled in by ``torchvision.ops``); torchvision is imported only to build
+a module. ``tests/test_backbones.py`` checks the table against torchvision's weight enums.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from ._registry import BackboneSpec, group_stages, register_backbone, weights_error
-from ._spec import Preprocessing, WeightsInfo
+from ._spec import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, WeightsInfo
+
+
+class TorchvisionWeights(NamedTuple):
+    """A torchvision weights enum member, as data (``str(enum)``, its URL and its transforms)."""
+
+    enum: str
+    url: str
+    preprocessing: Preprocessing
+
+    @property
+    def tag(self) -> str:
+        return self.enum.split(".")[-1]
+
+
+def _imagenet(resize_size: int) -> Preprocessing:
+    return Preprocessing(input_size=224, resize_size=resize_size, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+#: Default weights of the registered torchvision backbones (``<Model>_Weights.DEFAULT``).
+DEFAULT_WEIGHTS: dict[str, TorchvisionWeights] = {
+    "resnet18": TorchvisionWeights("ResNet18_Weights.IMAGENET1K_V1", "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+                                   _imagenet(256)),
+    "resnet34": TorchvisionWeights("ResNet34_Weights.IMAGENET1K_V1", "https://download.pytorch.org/models/resnet34-b627a593.pth",
+                                   _imagenet(256)),
+    "resnet50": TorchvisionWeights("ResNet50_Weights.IMAGENET1K_V2", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+                                   _imagenet(232)),
+    "mobilenet_v3_large": TorchvisionWeights("MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+                                             "https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth", _imagenet(232)),
+}
 
 
 def _cache_path(url: str) -> str:
@@ -14,18 +50,7 @@ def _cache_path(url: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 
-def _preprocessing(weights) -> Preprocessing:
-    t = weights.transforms()
-    return Preprocessing(
-        input_size=int(t.crop_size[0]),
-        resize_size=int(t.resize_size[0]),
-        interpolation=t.interpolation.value,
-        mean=tuple(t.mean),
-        std=tuple(t.std),
-    )
-
-
-def _loader(name: str, weights):
+def _loader(name: str, weights: TorchvisionWeights):
     def load(module) -> None:
         import torch
 
@@ -34,7 +59,7 @@ def _loader(name: str, weights):
         try:
             state = torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True)
         except Exception as exc:  # noqa: BLE001 - network/cache failures of every kind
-            raise weights_error(name, f"torchvision {weights}", _cache_path(weights.url), exc) from None
+            raise weights_error(name, f"torchvision {weights.enum}", _cache_path(weights.url), exc) from None
         load_backbone_state(module, state, source=weights.url)
 
     return load
@@ -65,20 +90,18 @@ def _mobilenet_v3_large_builder():
     return model, group_stages(order, boundaries), 960
 
 
-def _register(name: str, weights_enum_name: str, builder, description: str) -> None:
-    import torchvision.models as tvm
-
-    weights = getattr(tvm, weights_enum_name).DEFAULT
+def _register(name: str, builder, description: str) -> None:
+    weights = DEFAULT_WEIGHTS[name]
     register_backbone(
         BackboneSpec(
             name=name,
             family="torchvision",
             build_fn=builder,
             weights=WeightsInfo(
-                tag=str(weights).split(".")[-1],
-                source=f"torchvision {str(weights)} (downloaded once to the torch hub cache)",
+                tag=weights.tag,
+                source=f"torchvision {weights.enum} (downloaded once to the torch hub cache)",
                 location=_cache_path(weights.url),
-                preprocessing=_preprocessing(weights),
+                preprocessing=weights.preprocessing,
             ),
             load_default_weights=_loader(name, weights),
             is_available_offline=lambda url=weights.url: os.path.exists(_cache_path(url)),
@@ -87,7 +110,7 @@ def _register(name: str, weights_enum_name: str, builder, description: str) -> N
     )
 
 
-_register("resnet18", "ResNet18_Weights", _resnet_builder("resnet18", 512), "ResNet-18 (the specification's model)")
-_register("resnet34", "ResNet34_Weights", _resnet_builder("resnet34", 512), "ResNet-34")
-_register("resnet50", "ResNet50_Weights", _resnet_builder("resnet50", 2048), "ResNet-50")
-_register("mobilenet_v3_large", "MobileNet_V3_Large_Weights", _mobilenet_v3_large_builder, "MobileNetV3-Large")
+_register("resnet18", _resnet_builder("resnet18", 512), "ResNet-18 (the specification's model)")
+_register("resnet34", _resnet_builder("resnet34", 512), "ResNet-34")
+_register("resnet50", _resnet_builder("resnet50", 2048), "ResNet-50")
+_register("mobilenet_v3_large", _mobilenet_v3_large_builder, "MobileNetV3-Large")
