@@ -183,3 +183,26 @@ def test_warm_bf16_check_runs_without_the_module(backbone, x, tmp_path, monkeypa
         assert "conversion_min_cosine" not in warm.info  # verified when converted, not again
         cos = torch.nn.functional.cosine_similarity(out, ref, dim=1)
         assert float(cos.min()) >= min(bar, 0.99)
+
+
+@needs_openvino
+def test_conversion_falls_back_to_openvino_convert_model(backbone, x, tmp_path, monkeypatch):
+    """The ONNX route is the fast one; a module the exporter rejects goes through openvino.convert_model."""
+    import openvino
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    used = []
+    real = openvino.convert_model
+    monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: used.append("convert_model") or real(*a, **k))
+    fast = InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32")
+    torch.testing.assert_close(fast(x), _ref(backbone, x), atol=1e-4, rtol=1e-4)
+    assert used == []  # exported through ONNX
+
+    def broken(*a, **k):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "other"))
+    slow = InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32")
+    torch.testing.assert_close(slow(x), _ref(backbone, x), atol=1e-4, rtol=1e-4)
+    assert used == ["convert_model"] and slow.info["conversion_min_cosine"] >= 0.9999
