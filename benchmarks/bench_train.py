@@ -7,8 +7,10 @@ train and a val folder (symlinks). Both sides are timed as subprocesses
 Target 2 (feature extraction, 5 epochs, 2,000 train / 1,000 val): the spec's loop
 (``benchmarks/spec_baseline.py train --strategy feature-extraction``: a frozen forward pass
 on every batch of every epoch, Adam 1e-3 on the head) vs ``transferkit train --strategy
-feature-extraction`` (cached frozen features through the InferenceRunner). Both report val
-accuracy on the same val folder.
+feature-extraction`` (cached frozen features through the InferenceRunner), twice: with the
+defaults (AdamW + cosine schedule) and with the spec's constant learning rate
+(``--scheduler none``). Val accuracy on the same val folder after the last epoch, as the spec
+reports it (transferkit keeps its best epoch; that figure is shown too).
 
 Target 3 (partial and full fine-tuning, smaller set): images/s per epoch of the spec-style
 eager NCHW fp32 loop (Adam, 1e-4 backbone / 1e-3 head) vs transferkit (channels_last, bf16
@@ -86,19 +88,29 @@ def main() -> None:
             data = tmp / "fe"
             build_split(data, *fe_sizes)
             spec_s, spec = spec_run(data, args.model, "feature-extraction", 5)
-            tk_s, tk, _hist = tk_run(data, tmp / "run-fe", args.model, "feature-extraction", 5, tmp / "cache")
-            rows = [{"run": "spec loop (frozen forward every batch)", "seconds": spec_s, "val acc": spec["val_accuracy"], "speed-up": 1.0},
-                    {"run": "transferkit train (cached features)", "seconds": tk_s, "val acc": tk["val_accuracy"],
-                     "speed-up": spec_s / tk_s}]
-            print(f"\ntarget 2: feature extraction, 5 epochs, {fe_sizes[0]} train / {fe_sizes[1]} val, process start included")
-            print(table(rows, ["run", "seconds", "val acc", "speed-up"]))
-            inf = tk.get("inference") or {}
-            print(f"transferkit frozen-feature inference: {inf}")
-            d = abs(tk["val_accuracy"] - spec["val_accuracy"]) * 100
-            ok = spec_s / tk_s >= 10 and d <= 1.0
-            note = "" if not args.quick else " (quick size; the target is defined at 2000/1000)"
-            print(f"target 2: {spec_s / tk_s:.1f}x (target >= 10x), val accuracy difference {d:.1f} points (target <= 1){note} "
-                  f"-> {'MET' if ok else 'NOT MET'}")
+            rows = [{"run": "spec loop (frozen forward every batch; Adam, constant LR)", "seconds": spec_s,
+                     "val acc (final)": spec["val_accuracy"], "val acc (kept)": "-", "speed-up": 1.0}]
+            runs = {}
+            # default settings (AdamW + cosine schedule), and the spec's optimiser settings (AdamW with the
+            # default weight decay 1e-4, i.e. Adam up to a 1e-7-per-step shrink, at a constant LR)
+            for label, extra in (("default: AdamW + cosine", ()), ("spec's settings: --scheduler none", ("--scheduler", "none"))):
+                tk_s, tk, hist = tk_run(data, tmp / f"run-fe-{len(runs)}", args.model, "feature-extraction", 5,
+                                        tmp / "cache", extra)
+                final = float(hist[-1]["val_accuracy"])
+                runs[label] = (tk_s, tk, final)
+                rows.append({"run": f"transferkit train, cached features ({label})", "seconds": tk_s, "val acc (final)": final,
+                             "val acc (kept)": tk["val_accuracy"], "speed-up": spec_s / tk_s})
+            print(f"\ntarget 2: feature extraction, 5 epochs, {fe_sizes[0]} train / {fe_sizes[1]} val, process start included "
+                  f"(val acc (final) = after epoch 5, as the spec reports it; (kept) = the best epoch, which transferkit saves)")
+            print(table(rows, ["run", "seconds", "val acc (final)", "val acc (kept)", "speed-up"]))
+            for label, (tk_s, tk, final) in runs.items():
+                inf = tk.get("inference") or {}
+                d = (final - spec["val_accuracy"]) * 100
+                ok = spec_s / tk_s >= 10 and abs(d) <= 1.0
+                note = "" if not args.quick else " (quick size; the target is defined at 2000/1000)"
+                print(f"target 2 [{label}]: {spec_s / tk_s:.1f}x (target >= 10x), final val accuracy {d:+.1f} points vs the spec "
+                      f"(target within 1){note} -> {'MET' if ok else 'NOT MET'}; inference {inf.get('backend')} "
+                      f"{inf.get('precision')}")
 
         if args.only in (None, "finetune"):
             data = tmp / "ft"
