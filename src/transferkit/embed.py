@@ -242,7 +242,7 @@ class Extractor:
         model, meta = load_model(run_dir)
         backbone = model.backbone
         model_id = _model_id(backbone.name, str(meta.get("weights", backbone.weights_tag)), backbone.preprocessing,
-                             backbone.num_features, file_digest(weights_file))
+                             backbone.num_features, digest or file_digest(weights_file))
         model_id["run_dir"] = str(run_dir.resolve())
         return cls(backbone, preprocessing=backbone.preprocessing, model_id=model_id, source=source, weights_key=key, **kwargs)
 
