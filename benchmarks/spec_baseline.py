@@ -134,6 +134,9 @@ def cmd_train(args) -> None:
     for _epoch in range(args.epochs):
         t0 = time.perf_counter()
         model.train()
+        if args.frozen_eval and args.strategy == "feature-extraction":
+            model.eval()
+            fc.train()
         seen = 0
         for images, labels in train_loader:
             optimizer.zero_grad()
@@ -174,6 +177,9 @@ def main() -> None:
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--frozen-eval", action="store_true",
+                   help="not the spec: keep the frozen backbone in eval mode (BatchNorm running statistics) while "
+                        "the head trains; isolates what the spec's model.train() does to feature extraction")
     args = p.parse_args()
     if args.cmd == "train" and args.threads:
         torch.set_num_threads(args.threads)
