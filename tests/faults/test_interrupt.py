@@ -80,7 +80,10 @@ def test_sigint_stops_cleanly_with_a_resume_hint(big_data, tmp_path):
     proc = subprocess.Popen(
         [PYTHON, "-c", "from transferkit.cli import entrypoint; entrypoint()", "train", str(big_data), "--model", "tiny_cnn",
          "--strategy", "feature-extraction", "--no-feature-cache", "--workers", "0", "--epochs", "20", "--out", str(run), "-q"],
-        cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a test run started in the background (`make test &`) inherits SIGINT ignored, and Python
+        # keeps an ignored SIGINT ignored: give the child the default disposition, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(lambda: (run / "checkpoint.pt").exists(), proc, 240, "the first checkpoint")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

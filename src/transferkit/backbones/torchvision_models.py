@@ -3,7 +3,7 @@
 The registry records each model's default weights (URL, tag, preprocessing) as plain data,
 so looking a backbone up never imports torchvision (whose import costs ~1.8 s here, most of
 it ``torch._dynamo`` pulled in by ``torchvision.ops``); torchvision is imported only to build
-a module. ``tests/test_backbones.py`` checks the table against torchvision's weight enums.
+a module. ``tests/unit/test_backbones.py`` checks the table against torchvision's weight enums.
 """
 
 from __future__ import annotations
