@@ -92,6 +92,7 @@ def main() -> None:
             spec_s, spec = spec_run(data, args.model, "feature-extraction", 5)
             rows = [{"run": "spec loop (frozen forward every batch; Adam, constant LR)", "seconds": spec_s,
                      "val acc (final)": spec["val_accuracy"], "val acc (kept)": "-", "speed-up": 1.0}]
+            ev = None
             if args.frozen_eval_row:
                 ev_s, ev = spec_run(data, args.model, "feature-extraction", 5, ("--frozen-eval",))
                 rows.append({"run": "spec loop, frozen backbone in eval mode (not the spec: BatchNorm uses running stats)",
@@ -99,7 +100,8 @@ def main() -> None:
                              "speed-up": spec_s / ev_s})
             runs = {}
             # default settings (AdamW + cosine schedule), and the spec's optimiser settings (AdamW with the
-            # default weight decay 1e-4, i.e. Adam up to a 1e-7-per-step shrink, at a constant LR)
+            # default weight decay 1e-4, i.e. Adam up to a 1e-7-per-step shrink, at a constant LR); the
+            # second run finds the OpenVINO conversion cached by the first
             for label, extra in (("default: AdamW + cosine", ()), ("spec's settings: --scheduler none", ("--scheduler", "none"))):
                 tk_s, tk, hist = tk_run(data, tmp / f"run-fe-{len(runs)}", args.model, "feature-extraction", 5,
                                         tmp / "cache", extra)
