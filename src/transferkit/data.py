@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -80,18 +81,15 @@ def _pil_pixel_limit(limit: int | None):
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = limit
-    if not _BOMB_WARNING_FILTERED:
-        _filter_bomb_warning(Image.DecompressionBombWarning)
+    _filter_bomb_warning()
     yield
 
 
-_BOMB_WARNING_FILTERED = False
+@functools.cache
+def _filter_bomb_warning() -> None:
+    from PIL import Image
 
-
-def _filter_bomb_warning(category) -> None:
-    global _BOMB_WARNING_FILTERED
-    warnings.filterwarnings("ignore", category=category)  # replaces an identical filter: safe to repeat
-    _BOMB_WARNING_FILTERED = True
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def is_image_file(path: Path) -> bool:
