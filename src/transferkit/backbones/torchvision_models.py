@@ -2,8 +2,9 @@
 
 The registry records each model's default weights (URL, tag, preprocessing) as plain data,
 so looking a backbone up never imports torchvision (whose import costs ~1.8 s here, most of
-it ``torch._dynamo`` pulled in by ``torchvision.ops``); torchvision is imported only to build
-a module. ``tests/unit/test_backbones.py`` checks the table against torchvision's weight enums.
+it ``torch._dynamo`` pulled in by ``torchvision.ops``). The ResNets are built by
+:mod:`._native` (torchvision's layout and names, no torchvision import); torchvision builds
+MobileNetV3. ``tests/unit/test_backbones.py`` checks the table against torchvision's weight enums.
 """
 
 from __future__ import annotations
@@ -65,15 +66,14 @@ def _loader(name: str, weights: TorchvisionWeights):
     return load
 
 
-def _resnet_builder(fn_name: str, num_features: int):
+def _resnet_builder(fn_name: str):
     def build():
-        import torchvision.models as tvm
-        from torch import nn
+        from ._native import resnet
 
-        model = getattr(tvm, fn_name)(weights=None)
-        model.fc = nn.Identity()
+        # torchvision's layout and parameter names without importing torchvision (see _native)
+        model = resnet(fn_name)
         stages = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
-        return model, stages, num_features
+        return model, stages, model.num_features
 
     return build
 
@@ -110,7 +110,7 @@ def _register(name: str, builder, description: str) -> None:
     )
 
 
-_register("resnet18", _resnet_builder("resnet18", 512), "ResNet-18 (the specification's model)")
-_register("resnet34", _resnet_builder("resnet34", 512), "ResNet-34")
-_register("resnet50", _resnet_builder("resnet50", 2048), "ResNet-50")
+_register("resnet18", _resnet_builder("resnet18"), "ResNet-18 (the specification's model)")
+_register("resnet34", _resnet_builder("resnet34"), "ResNet-34")
+_register("resnet50", _resnet_builder("resnet50"), "ResNet-50")
 _register("mobilenet_v3_large", _mobilenet_v3_large_builder, "MobileNetV3-Large")
