@@ -49,6 +49,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 #: Fidelity bar for reduced precision: every output's cosine similarity to fp32 eager.
 MIN_COSINE = 0.999
 _CHECK_IMAGES = 16
+#: A bf16 pass is remembered only when the check's worst error (1 - cosine) was this many times
+#: below the allowed one (see ``InferenceRunner._precision_verdict``).
+BF16_PASS_MARGIN = 10
 #: ``auto`` converts to OpenVINO only for workloads that repay the one-off conversion
 #: (a few seconds; cached on disk afterwards).
 OPENVINO_MIN_ITEMS = 256
@@ -341,12 +344,11 @@ class InferenceRunner:
         """Choose the precision on the first batch and compile (``x_u8``: the same images as uint8 NHWC)."""
         t0 = time.perf_counter()
         want_bf16 = self.precision == "bf16" or (self.precision == "auto" and self._bf16_worth_trying())
-        rejected = self._rejection() if self.precision == "auto" and want_bf16 else None
-        if rejected is not None:  # these weights failed the check before: skip the bf16 compile and check
-            want_bf16 = False
-            self.info["check_min_cosine"] = rejected
+        verdict = self._precision_verdict() if self.precision == "auto" and want_bf16 else None
+        if verdict is not None:  # an earlier run answered for these weights: one compile, no check
+            want_bf16, self.info["check_min_cosine"] = verdict
             self.info["check_cached"] = True
-        check = self.precision == "auto" and want_bf16
+        check = self.precision == "auto" and want_bf16 and verdict is None
         n = _CHECK_IMAGES
         prec = None
         if self.backend == "openvino":
@@ -364,8 +366,7 @@ class InferenceRunner:
         self.info.update({"precision": prec, "setup_seconds": round(time.perf_counter() - t0, 3)})
         if check:
             self.info["check_images"] = min(n, len(x))
-            if prec == "fp32":
-                self._remember_rejection(self.info["check_min_cosine"])
+            self._remember_precision(prec == "bf16", self.info["check_min_cosine"])
 
     def _setup_openvino(self, x: torch.Tensor, x_u8: np.ndarray | None, want_bf16: bool, check: bool) -> str | None:
         """Compile for OpenVINO; returns the precision, or None (backend switched to torch) when the
@@ -412,28 +413,39 @@ class InferenceRunner:
                         "using PyTorch instead.", worst, CONVERSION_MIN_COSINE)
         return ok
 
-    # bf16 rejections are remembered per weights (cache_dir()/precision/<fingerprint>.json): a
-    # model whose features bf16 distorts on one batch is not retried (and recompiled) on every run.
+    # The bf16 verdict is remembered per weights (cache_dir()/precision/<key>-<backend>.json): a
+    # model whose features bf16 distorts is not retried (and recompiled) on every run, and one that
+    # passed with a wide margin (every checked image within a tenth of the allowed error, e.g.
+    # cos >= 0.9999 for the 0.999 bar) is not checked again, which saves an fp32 compile and two
+    # runs of the check images per run. A pass closer to the bar is checked again on the next data.
     def _weights_key(self) -> str:
         """Fingerprint of the module's weights and input size (computed once)."""
         if self._key is None:
             self._key = model_key("state_dict", _fingerprint(self.module, self.input_size))
         return self._key
 
-    def _rejection_file(self) -> Path:
+    def _precision_file(self) -> Path:
         return cache_dir() / "precision" / f"{self._weights_key()}-{self.backend}.json"
 
-    def _rejection(self) -> float | None:
-        rec = _read_record(self._rejection_file())
+    def _remember_bar(self) -> float:
+        return 1.0 - (1.0 - self.min_cosine) / BF16_PASS_MARGIN
+
+    def _precision_verdict(self) -> tuple[bool, float] | None:
+        """``(use bf16, the check's min cosine)`` from an earlier run with these weights and bar, or None."""
+        rec = _read_record(self._precision_file())
         try:
-            if rec is not None and rec.get("bf16") is False and rec.get("min_cosine_bar") == self.min_cosine:
-                return float(rec["check_min_cosine"])
+            if rec is None or rec.get("min_cosine_bar") != self.min_cosine:
+                return None
+            worst = float(rec["check_min_cosine"])
+            if rec.get("bf16") is False or (rec.get("bf16") is True and worst >= self._remember_bar()):
+                return bool(rec["bf16"]), worst
         except (KeyError, TypeError, ValueError):
             pass
         return None
 
-    def _remember_rejection(self, worst: float) -> None:
-        _write_record(self._rejection_file(), {"bf16": False, "check_min_cosine": worst, "min_cosine_bar": self.min_cosine})
+    def _remember_precision(self, bf16: bool, worst: float) -> None:
+        if not bf16 or worst >= self._remember_bar():
+            _write_record(self._precision_file(), {"bf16": bf16, "check_min_cosine": worst, "min_cosine_bar": self.min_cosine})
 
     def _bf16_worth_trying(self) -> bool:
         if self.device.type == "cuda":

@@ -130,6 +130,32 @@ def test_bf16_rejection_is_remembered_per_weights(backbone, x, tmp_path, monkeyp
     assert third.info["precision"] == "bf16" and "check_cached" not in third.info
 
 
+@pytest.mark.parametrize("worst, remembered", [(0.99995, True), (0.9995, False)])
+def test_bf16_pass_is_remembered_only_with_a_wide_margin(backbone, x, tmp_path, monkeypatch, worst, remembered):
+    """A pass at cos >= 0.9999 (a tenth of the 0.999 bar's error) skips later checks; a closer one does not."""
+    import transferkit.accel as accel
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
+    calls = []
+
+    def fake_passes(self, out, ref):
+        calls.append(len(ref))
+        self.info["check_min_cosine"] = worst
+        return worst >= self.min_cosine
+
+    monkeypatch.setattr(InferenceRunner, "_passes", fake_passes)
+    runs = []
+    for _ in range(2):
+        r = InferenceRunner(backbone, input_size=32, backend="torch", precision="auto", min_cosine=0.999)
+        r(x)
+        runs.append(r.info)
+    assert [i["precision"] for i in runs] == ["bf16", "bf16"]
+    assert len(calls) == (1 if remembered else 2)
+    assert runs[1].get("check_cached", False) is remembered
+    assert runs[1]["check_min_cosine"] == worst
+
+
 def test_depthwise_training_stays_fp32_on_bf16_cpus(monkeypatch):
     import transferkit.accel as accel
     from transferkit.engine import training_autocast_dtype, trains_depthwise
