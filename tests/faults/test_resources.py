@@ -112,7 +112,7 @@ def test_embedding_streams_memory_does_not_grow_with_folder_size(tmp_path):
         ext = Extractor(module, preprocessing=pre, model_id={{"backbone": "pool", "weights": "none", "dim": 12}},
                         device="cpu")
         out = {{}}
-        for n in (200, 2000, 200):
+        for n in (200, 2000, 200, 2000):  # the first run also pays the imports
             reset_peak()
             base = peak_mb()
             embed_folder(ext, "{tmp_path}/d%d" % n, "{tmp_path}/store%d-%d" % (n, len(out)), batch_size=32, quiet=True,
@@ -125,5 +125,8 @@ def test_embedding_streams_memory_does_not_grow_with_folder_size(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     growth = json.loads(out.strip().splitlines()[-1])
     held_2000 = 2000 * 3 * 128 * 128 * 4 / 2**20
+    # peaks only ever gain from allocator and LanceDB noise (one run in ~8 measured +60 MB), so
+    # each size's smallest growth is compared; holding the tensors would add ~375 MB
     small = min(growth["200-0"], growth["200-2"])
-    assert growth["2000-1"] - small < 0.15 * held_2000, growth
+    big = min(growth["2000-1"], growth["2000-3"])
+    assert big - small < 0.15 * held_2000, growth
