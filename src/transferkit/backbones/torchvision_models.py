@@ -1,4 +1,4 @@
-"""torchvision ImageNet backbones, fetched through torchvision's weights API and cache.
+"""torchvision ImageNet backbones: their weights are downloaded once into torch hub's cache.
 
 The registry records each model's default weights (URL, tag, preprocessing) as plain data,
 so looking a backbone up never imports torchvision (whose import costs ~1.8 s here, most of
