@@ -322,13 +322,13 @@ class InferenceRunner:
         return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": hint})
 
     def _ov_uint8_model(self, core, model):
-        """The model with normalisation built in: takes uint8 ``(B, H, W, 3)`` straight from the decoders."""
+        """The model with normalisation built in: takes the decoders' uint8 batches as planar ``(B, 3, H, W)`` (see :func:`_planar`)."""
         import openvino as ov
         from openvino.preprocess import PrePostProcessor
 
         pre = self.preprocessing
         ppp = PrePostProcessor(model.clone())
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NCHW"))
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         ppp.input().preprocess().convert_element_type(ov.Type.f32).mean([m * 255.0 for m in pre.mean]).scale(
             [s * 255.0 for s in pre.std])
@@ -342,7 +342,7 @@ class InferenceRunner:
 
     # -- setup with the fidelity check -----------------------------------------------------------
     def _setup(self, x: torch.Tensor, x_u8: np.ndarray | None = None) -> None:
-        """Choose the precision on the first batch and compile (``x_u8``: the same images as uint8 NHWC)."""
+        """Choose the precision on the first batch and compile (``x_u8``: the same images as uint8 ``(B, H, W, 3)``)."""
         t0 = time.perf_counter()
         want_bf16 = self.precision == "bf16" or (self.precision == "auto" and self._bf16_worth_trying())
         verdict = self._precision_verdict() if self.precision == "auto" and want_bf16 else None
@@ -375,7 +375,7 @@ class InferenceRunner:
         core, model = self._ov_model()
         u8 = x_u8 is not None
         graph = self._ov_uint8_model(core, model) if u8 else model
-        sample = x_u8 if u8 else x
+        sample = _planar(x_u8) if u8 else x
         fp32 = ref = None
         if self._unverified or check or not want_bf16:
             fp32 = self._ov_compile(core, graph, False, throughput=u8)
@@ -512,12 +512,18 @@ class InferenceRunner:
             nreq = int(self._compiled_u8.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             self._queue = ov.AsyncInferQueue(self._compiled_u8, max(1, nreq))
             self._queue.set_callback(_Job.on_done)
-        x = np.ascontiguousarray(x)
+        x = _planar(x)
         starts = range(0, len(x), OV_REQUEST_BATCH)
         job = _Job(len(starts))
         for k, start in enumerate(starts):
             self._queue.start_async(x[start:start + OV_REQUEST_BATCH], (job, k))
         return job
+
+
+def _planar(x: np.ndarray) -> np.ndarray:
+    """uint8 ``(B, H, W, 3)`` -> C-contiguous ``(B, 3, H, W)``: free for the decoders' batches
+    (:func:`~transferkit.data.collate_items` stacks them planar), a copy otherwise."""
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def _collect(job, payload) -> tuple[torch.Tensor | None, Any]:

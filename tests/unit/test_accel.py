@@ -102,6 +102,13 @@ def test_map_uint8_keeps_order_and_matches_the_float_path(backbone, backend):
         ref = _ref(backbone, pre.normalize_nhwc(x).contiguous())
         assert y.shape == ref.shape
         torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+    # the same images in planar memory (as the decoders stack them) give the same features
+    import numpy as np
+
+    planar = [np.ascontiguousarray(b.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1) for b in batches]
+    again = [y for y, _ in r.map_uint8(iter([(b, i) for i, b in enumerate(planar)]))]
+    for y, (y0, _) in zip(again, [o for o in out if o[0] is not None]):
+        torch.testing.assert_close(y, y0, atol=1e-6, rtol=1e-6)
 
 
 def test_map_uint8_needs_preprocessing(backbone):

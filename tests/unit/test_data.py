@@ -275,6 +275,36 @@ def test_uint8_resize_crop_matches_the_eval_transform(interpolation, size, mode)
     assert diff.max() <= 3 and diff.mean() < 0.5
 
 
+def test_fast_resize_reads_pils_memory_without_changing_pixels(monkeypatch):
+    """The zero-copy RGBX view of PIL's pixels gives the same bytes as the packed RGB copy."""
+    import transferkit.backbones._spec as spec
+    from transferkit.backbones import Preprocessing
+
+    im = _photo_like(500, 375, "RGB", seed=3)
+    view = spec._rgbx_view(im)
+    if view is not None:  # Pillow with Arrow export
+        assert view.shape == (375, 500, 4) and not view.flags.writeable
+        np.testing.assert_array_equal(view[:, :, :3], np.asarray(im))
+    transform = Preprocessing(interpolation="bicubic").resize_crop_transform()
+    fast = transform(im)
+    monkeypatch.setattr(spec, "_rgbx_view", lambda im: None)
+    np.testing.assert_array_equal(fast, transform(im))
+
+
+def test_collate_items_stacks_planar_batches():
+    from transferkit.data import collate_items
+
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)  # contiguous HWC (the exact PIL path)
+    chw_view = np.ascontiguousarray(rng.integers(0, 256, (3, 4, 9), dtype=np.uint8)[:, :, 2:7]).transpose(1, 2, 0)
+    items = [(hwc, 0, {"a": 1}, None), (None, 1, None, "bad"), (chw_view, 2, {"a": 2}, None)]
+    x, idx, info, bad = collate_items(items)
+    assert x.shape == (2, 4, 5, 3) and idx == [0, 2] and info == [{"a": 1}, {"a": 2}] and bad == [(1, "bad")]
+    np.testing.assert_array_equal(x, np.stack([hwc, chw_view]))
+    assert x.transpose(0, 3, 1, 2).flags.c_contiguous  # what the OpenVINO graph takes without a copy
+    assert collate_items([(None, 0, None, "why")]) == (None, [], [], [(0, "why")])
+
+
 def test_load_image_keep_gray(tmp_path):
     Image.new("L", (10, 8), 77).save(tmp_path / "g.png")
     Image.new("RGB", (10, 8), (1, 2, 3)).save(tmp_path / "c.png")
