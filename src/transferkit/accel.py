@@ -484,22 +484,30 @@ class InferenceRunner:
         if self.preprocessing is None:
             raise ValueError("map_uint8 needs the runner's `preprocessing`.")
         pending: deque = deque()
-        for x, payload in batches:
-            if x is None:
-                pending.append((None, payload))
-            else:
-                if not hasattr(self, "precision_used"):
-                    self._setup(self.preprocessing.normalize_nhwc(x[:_CHECK_IMAGES]),
-                                x if self.backend == "openvino" else None)
-                if self.backend == "openvino":
-                    pending.append((self._submit_u8(x), payload))
+        try:
+            for x, payload in batches:
+                if x is None:
+                    pending.append((None, payload))
                 else:
-                    y = self._torch_forward(self.preprocessing.normalize_nhwc(x, self.device), self.precision_used == "bf16")
-                    pending.append((y.float().cpu().reshape(len(y), -1), payload))
-            while len(pending) > 1:  # keep one batch in flight while the caller handles the previous one
+                    if not hasattr(self, "precision_used"):
+                        self._setup(self.preprocessing.normalize_nhwc(x[:_CHECK_IMAGES]),
+                                    x if self.backend == "openvino" else None)
+                    if self.backend == "openvino":
+                        pending.append((self._submit_u8(x), payload))
+                    else:
+                        y = self._torch_forward(self.preprocessing.normalize_nhwc(x, self.device), self.precision_used == "bf16")
+                        pending.append((y.float().cpu().reshape(len(y), -1), payload))
+                while len(pending) > 1:  # keep one batch in flight while the caller handles the previous one
+                    yield _collect(*pending.popleft())
+            while pending:
                 yield _collect(*pending.popleft())
-        while pending:
-            yield _collect(*pending.popleft())
+        finally:
+            # A caller that stops early (an error, Ctrl-C, a break) leaves requests running; wait for
+            # them here, so none is still running when the process exits: OpenVINO then aborted
+            # ("FATAL: exception not rethrown") in a script that stopped reading mid-folder.
+            for job, _ in pending:
+                if isinstance(job, _Job):
+                    job.done.wait()
 
     def _submit_u8(self, x: np.ndarray) -> _Job:
         import openvino as ov

