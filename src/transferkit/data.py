@@ -160,7 +160,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, d
                 if scale >= 2:
                     im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
             im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # not a copy of the pixels (0.27 ms per ~500x375 photo)
+            ImageOps.exif_transpose(im, in_place=True)  # the copy it made cost 0.27 ms per ants/bees or flowers photo
             return im if keep_gray and im.mode == "L" else _to_rgb(im)
     except UnreadableImageError:
         raise

