@@ -34,6 +34,61 @@ IDENTITY_KEYS = ("backbone", "weights", "weights_digest", "preprocessing", "dim"
 COLUMNS = ("id", "path", "relpath", "label", "split", "width", "height", "fingerprint", "size", "mtime", "vector")
 
 
+#: LanceDB imports ``lance_namespace``, whose generated REST client package imports its nine
+#: API modules (136 pydantic-validated methods in ``table_api`` alone) from its ``__init__``:
+#: 0.9 s of the 1.4-1.8 s ``import lancedb`` takes here, for a client only a remote namespace uses.
+_DEFERRED_PACKAGE = "lance_namespace_urllib3_client"
+
+
+def _import_lancedb():
+    """``import lancedb``, with the REST client package's ``__init__`` run only when something uses it.
+
+    The package is registered in ``sys.modules`` without running its ``__init__``, so the
+    submodules LanceDB imports at start-up (``...client.models``) load as usual; the first
+    attribute read from the package itself (a remote namespace's ``ApiClient``, say) runs
+    ``__init__`` then. If anything about this goes wrong the plain import is used.
+    """
+    import sys
+
+    if "lancedb" not in sys.modules and _DEFERRED_PACKAGE not in sys.modules:
+        _register_deferred(_DEFERRED_PACKAGE)
+    import lancedb
+
+    return lancedb
+
+
+def _register_deferred(name: str) -> None:
+    import importlib.util
+    import sys
+    import threading
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    lock = threading.RLock()  # __init__ itself reads attributes of the package while it runs
+    state = {"ran": False}
+
+    def __getattr__(attr: str):
+        with lock:
+            if not state["ran"]:
+                state["ran"] = True
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(name, None)  # the next import retries from scratch
+                    raise
+        if attr in module.__dict__:
+            return module.__dict__[attr]
+        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+
+    module.__getattr__ = __getattr__
+    sys.modules[name] = module
+
+
 def _schema(dim: int):
     import pyarrow as pa
 
@@ -216,7 +271,7 @@ class EmbeddingStore:
 
     @_table_errors("open")
     def _open_table(self, *, create: bool):
-        import lancedb
+        lancedb = _import_lancedb()
 
         if self._table is not None:
             return self._table

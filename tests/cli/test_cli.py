@@ -146,3 +146,38 @@ def test_usage_errors_exit_2_without_traceback(capsys, argv):
 def test_debug_reraises(tmp_path):
     with pytest.raises(DataNotFoundError):
         main(["--debug", "train", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *TRAIN])
+
+
+def _entrypoint(argv: list[str], prelude: str = "") -> subprocess.CompletedProcess:
+    code = f"import sys\n{prelude}\nfrom transferkit.cli import entrypoint\nsys.argv = ['transferkit'] + {argv!r}\nentrypoint()\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_console_entrypoint_keeps_output_and_exit_code_when_it_skips_teardown(tmp_path):
+    """The console script ends with os._exit after flushing: the JSON on a pipe is whole, the codes are kept."""
+    ok = _entrypoint(["models", "--all", "--json"])
+    assert ok.returncode == 0, ok.stderr
+    names = [m["name"] for m in json.loads(ok.stdout)]
+    assert "tiny_cnn" in names and "efficientnet_lite0" in names
+    bad = _entrypoint(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *TRAIN])
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("Error: ") and "Traceback" not in bad.stderr
+    # a line logged just before the end reaches stderr (logging is shut down and flushed before exit)
+    logged = _entrypoint(["models", "--json"], prelude="import atexit, logging\nlogging.basicConfig()\n"
+                         "import transferkit.cli._app as a\n_orig = a.main\n"
+                         "a.main = lambda *x: (_orig(*x), logging.getLogger('t').warning('LAST-LINE'))[0]\n")
+    assert logged.returncode == 0 and "LAST-LINE" in logged.stderr
+    # and the teardown really is skipped: an exit handler (as PyTorch registers) does not run
+    marker = tmp_path / "teardown-ran"
+    skipped = _entrypoint(["models", "--json"], prelude=f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, 'x')\n")
+    assert skipped.returncode == 0 and not marker.exists()
+
+
+def test_console_entrypoint_waits_for_a_running_non_daemon_thread(tmp_path):
+    """A non-daemon thread still working when the command returns keeps the ordinary exit, which waits for it."""
+    marker = tmp_path / "thread-finished"
+    prelude = ("import threading, time, pathlib\n"
+               f"threading.Thread(target=lambda: (time.sleep(1.0), pathlib.Path({str(marker)!r}).write_text('done'))).start()\n")
+    proc = _entrypoint(["models", "--json"], prelude=prelude)
+    assert proc.returncode == 0, proc.stderr
+    assert marker.read_text() == "done"

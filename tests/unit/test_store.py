@@ -174,3 +174,27 @@ def test_index_rejects_bad_kind(store):
     store.upsert(_rows(4))
     with pytest.raises(Exception, match="`kind` of the index must be one of"):
         build_index(store, kind="lsh")
+
+
+def test_lancedb_import_defers_the_rest_clients_api_modules_until_used(tmp_path):
+    """The REST client's nine API modules (0.9 s of ``import lancedb``) load only when something reads the package."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from transferkit.store import EmbeddingStore\n"
+        f"s = EmbeddingStore.open_or_create({str(tmp_path / 's')!r}, model_id={{'backbone': 'x', 'dim': 4}}, source={{}})\n"
+        "s.upsert([{'id': 'a', 'path': 'a.jpg', 'relpath': 'a.jpg', 'label': 'l', 'split': 'all', 'width': 1,\n"
+        "           'height': 1, 'fingerprint': 'f', 'size': 1, 'mtime': 1, 'vector': np.ones(4, np.float32)}])\n"
+        "print('ROWS', len(s), 'lancedb' in sys.modules, 'lance_namespace_urllib3_client.api.table_api' in sys.modules)\n"
+        "import lance_namespace_urllib3_client as client\n"
+        "print('LATER', client.TableApi.__name__, client.ApiClient.__name__, 'lance_namespace_urllib3_client.api.table_api' in sys.modules)\n"
+        "try:\n    client.no_such_name\nexcept AttributeError as e:\n    print('MISSING', type(e).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split()
+    assert out[out.index("ROWS") + 1:out.index("ROWS") + 4] == ["1", "True", "False"]
+    assert out[out.index("LATER") + 1:out.index("LATER") + 4] == ["TableApi", "ApiClient", "True"]
+    assert "MISSING" in out

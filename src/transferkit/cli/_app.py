@@ -97,5 +97,29 @@ def _err(message: str) -> None:
 
 
 def entrypoint() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point: run the command, then end the process without the interpreter's teardown.
+
+    Once a command has returned, every file it wrote is closed and committed, and tearing down
+    the interpreter only unloads modules: PyTorch alone un-registers its operator libraries one
+    by one (0.6 s of ``transferkit embed``'s exit here, against 0.08 s without the teardown).
+    The streams and the logging handlers are flushed first. The ordinary exit is kept when a
+    non-daemon thread is still running, since the interpreter would wait for it.
+    """
+    code = main()
+    _exit_without_teardown(code)
+
+
+def _exit_without_teardown(code: int) -> None:
+    import logging
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a reader that went away (`| head`)
+            pass
+    os._exit(code)
