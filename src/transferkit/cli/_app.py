@@ -103,7 +103,8 @@ def entrypoint() -> None:
     the interpreter only unloads modules: PyTorch alone un-registers its operator libraries one
     by one (0.6 s of ``transferkit embed``'s exit here, against 0.08 s without the teardown).
     The streams and the logging handlers are flushed first. The ordinary exit is kept when a
-    non-daemon thread is still running, since the interpreter would wait for it.
+    non-daemon thread or a child process is still running, since the interpreter would wait
+    for (or stop) it.
     """
     code = main()
     _exit_without_teardown(code)
@@ -114,7 +115,9 @@ def _exit_without_teardown(code: int) -> None:
     import os
     import threading
 
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    mp = sys.modules.get("multiprocessing")
+    if (any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+            or (mp is not None and mp.active_children())):  # the ordinary exit stops child processes
         sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
