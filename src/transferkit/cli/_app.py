@@ -105,7 +105,8 @@ def entrypoint() -> None:
     PyTorch's ``_del_library`` finalizers, which un-register its operator libraries one by one).
     The streams and the logging handlers are flushed first. The ordinary exit is kept when a
     non-daemon thread or a child process is still running, since the interpreter would wait
-    for (or stop) it.
+    for (or stop) it, and under a tracer or profiler (coverage, cProfile), which writes its
+    data at exit.
     """
     code = main()
     _exit_without_teardown(code)
@@ -118,7 +119,8 @@ def _exit_without_teardown(code: int) -> None:
 
     mp = sys.modules.get("multiprocessing")
     if (any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
-            or (mp is not None and mp.active_children())):  # the ordinary exit stops child processes
+            or (mp is not None and mp.active_children())  # the ordinary exit stops child processes
+            or sys.gettrace() is not None or sys.getprofile() is not None):  # coverage, cProfile write their data at exit
         sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
