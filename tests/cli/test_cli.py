@@ -171,6 +171,13 @@ def test_console_entrypoint_keeps_output_and_exit_code_when_it_skips_teardown(tm
     marker = tmp_path / "teardown-ran"
     skipped = _entrypoint(["models", "--json"], prelude=f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, 'x')\n")
     assert skipped.returncode == 0 and not marker.exists()
+    # ... except under a profiler, which writes its data at exit
+    script = tmp_path / "run_cli.py"
+    script.write_text("import sys\nfrom transferkit.cli import entrypoint\nsys.argv = ['transferkit', 'models', '--json']\nentrypoint()\n")
+    prof = tmp_path / "cli.prof"
+    profiled = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), str(script)], capture_output=True, text=True, timeout=120)
+    assert profiled.returncode == 0, profiled.stderr
+    assert prof.exists() and prof.stat().st_size > 0
 
 
 def test_console_entrypoint_waits_for_a_running_non_daemon_thread(tmp_path):
