@@ -168,6 +168,8 @@ class EmbeddingStore:
         self._table = None
         self._cache: dict[str, Any] | None = None
         self._ann_cache: tuple[int, Any] | None = None  # (store version, AnnIndex or None), see search.py
+        #: True when :meth:`create` made this store (it started empty).
+        self.is_new = False
 
     # ------------------------------------------------------------------ open/create
     @property
@@ -181,7 +183,7 @@ class EmbeddingStore:
     @classmethod
     def create(cls, path: str | os.PathLike, *, model_id: dict[str, Any], source: dict[str, Any] | None = None,
                extra: dict[str, Any] | None = None) -> EmbeddingStore:
-        """Create an empty store in ``path`` (a new or empty folder).
+        """Create an empty store in ``path`` (a new or empty folder): the metadata now, the LanceDB table at the first write or read.
 
         Raises:
             StoreError: ``path`` is a file, already a store, or a non-empty folder.
@@ -203,10 +205,14 @@ class EmbeddingStore:
             "dim": int(model_id["dim"]),
             **(extra or {}),
         }
-        path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / META_NAME, meta)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path / META_NAME, meta)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the embedding store {path}: {exc.strerror or exc}. "
+                             f"Pass a --store path inside a folder you can write to.") from None
         store = cls(path, meta)
-        store._open_table(create=True)
+        store.is_new = True  # the table is created by the first write (or read): no LanceDB import until then
         return store
 
     @classmethod

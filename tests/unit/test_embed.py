@@ -13,7 +13,7 @@ from PIL import Image
 
 from transferkit.backbones import create_backbone
 from transferkit.embed import Extractor, FeatureExtractor, embed_folder, row_id, scan_folder
-from transferkit.errors import ConfigError, DataError, DataNotFoundError, ModelMismatchError
+from transferkit.errors import ConfigError, DataError, DataNotFoundError, ModelMismatchError, StoreError
 from transferkit.store import EmbeddingStore
 
 COLORS = {"red": (200, 30, 30), "blue": (30, 30, 200)}
@@ -197,6 +197,42 @@ def test_other_model_refused_for_existing_store(tmp_path, extractor):
     random_init = Extractor.from_backbone("tiny_cnn", weights="none")
     with pytest.raises(ModelMismatchError, match="weights synthetic-seed0.*Use a new --store folder"):
         embed_folder(random_init, data, tmp_path / "store", progress=False)
+
+
+def test_new_stores_table_is_opened_after_the_first_batch_existing_one_before(tmp_path, extractor, monkeypatch):
+    """A new store's LanceDB table (and import) waits for the first commit, so it overlaps inference;
+    an existing store's rows are read first (what changed decides what to embed)."""
+    data = make_split_folder(tmp_path / "d")
+    events: list[str] = []
+    real_open_table, real_iter = EmbeddingStore._open_table, Extractor.iter_files
+
+    def open_table(self, *, create):
+        if self._table is None:
+            events.append("table")
+        return real_open_table(self, create=create)
+
+    def iter_files(self, *args, **kwargs):
+        for batch in real_iter(self, *args, **kwargs):
+            events.append("batch")
+            yield batch
+
+    monkeypatch.setattr(EmbeddingStore, "_open_table", open_table)
+    monkeypatch.setattr(Extractor, "iter_files", iter_files)
+    store = tmp_path / "s"
+    first = embed_folder(extractor, data, store, batch_size=4, chunk_size=8, quiet=True)
+    assert events == ["batch", "batch", "table", "batch"]  # the first commit comes after 8 images
+    assert first.added == 12 and first.num_rows == 12 and EmbeddingStore.open(store).meta["data_root"] == str(data.resolve())
+    events.clear()
+    _png(data / "train" / "red" / "new.png", COLORS["red"], seed=99)
+    second = embed_folder(extractor, data, store, batch_size=4, quiet=True)
+    assert events == ["table", "batch"] and second.added == 1 and second.unchanged == 12
+
+
+def test_store_that_cannot_be_created_is_a_store_error(tmp_path, extractor):
+    data = make_split_folder(tmp_path / "d", per_class=1)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(StoreError, match="Cannot create the embedding store .*a_file/s.*folder you can write to"):
+        embed_folder(extractor, data, tmp_path / "a_file" / "s", quiet=True)
 
 
 def test_extractor_from_run_identity(tmp_path):
