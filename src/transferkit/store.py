@@ -46,7 +46,7 @@ def _import_lancedb():
     The package is registered in ``sys.modules`` without running its ``__init__``, so the
     submodules LanceDB imports at start-up (``...client.models``) load as usual; the first
     attribute read from the package itself (a remote namespace's ``ApiClient``, say) runs
-    ``__init__`` then. If anything about this goes wrong the plain import is used.
+    ``__init__`` then. Where the package cannot be located that way, the plain import runs.
     """
     import sys
 
@@ -277,10 +277,9 @@ class EmbeddingStore:
 
     @_table_errors("open")
     def _open_table(self, *, create: bool):
-        lancedb = _import_lancedb()
-
         if self._table is not None:
             return self._table
+        lancedb = _import_lancedb()
         self._db = lancedb.connect(str(self.path))
         try:
             names = list(self._db.list_tables().tables) if hasattr(self._db, "list_tables") else list(self._db.table_names())
