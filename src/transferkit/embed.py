@@ -552,7 +552,7 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
     if store.meta.get("data_root") != str(Path(data).resolve()):
         store.update_meta(data_root=str(Path(data).resolve()))
     report = EmbedReport(store=str(store.path))
-    # A store created just now has no rows, and reading them would import LanceDB (0.5-0.8 s)
+    # A store created just now has no rows, and reading them would import LanceDB and open the table (0.5-1.0 s)
     # before the first image; its table is made by the first commit, while the model runs.
     existing = {} if store.is_new else {
         r["id"]: r for r in store.rows(columns=["id", "path", "relpath", "label", "split", "fingerprint", "size", "mtime"])}

@@ -163,7 +163,7 @@ def test_console_entrypoint_keeps_output_and_exit_code_when_it_skips_teardown(tm
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("Error: ") and "Traceback" not in bad.stderr
     # a line logged just before the end reaches stderr (logging is shut down and flushed before exit)
-    logged = _entrypoint(["models", "--json"], prelude="import atexit, logging\nlogging.basicConfig()\n"
+    logged = _entrypoint(["models", "--json"], prelude="import logging\nlogging.basicConfig()\n"
                          "import transferkit.cli._app as a\n_orig = a.main\n"
                          "a.main = lambda *x: (_orig(*x), logging.getLogger('t').warning('LAST-LINE'))[0]\n")
     assert logged.returncode == 0 and "LAST-LINE" in logged.stderr

@@ -199,7 +199,7 @@ def test_other_model_refused_for_existing_store(tmp_path, extractor):
         embed_folder(random_init, data, tmp_path / "store", progress=False)
 
 
-def test_new_stores_table_is_opened_after_the_first_batch_existing_one_before(tmp_path, extractor, monkeypatch):
+def test_new_stores_table_is_opened_at_the_first_commit_existing_one_before_any_batch(tmp_path, extractor, monkeypatch):
     """A new store's LanceDB table (and import) waits for the first commit, so it overlaps inference;
     an existing store's rows are read first (what changed decides what to embed)."""
     data = make_split_folder(tmp_path / "d")
