@@ -18,7 +18,8 @@ rejection always, a pass when every checked image kept a tenth of the allowed er
 The decision and the measured fidelity are in :attr:`info`. Measured on a 2-core Sapphire
 Rapids VM: ResNet-18 (random-init weights) in bf16 keeps cos >= 0.9999 on 3,157 photos, so
 bf16 is used; EfficientNet-Lite0 in bf16 falls to cos 0.04 on some steel-surface photos
-(0.986 on the first batch of others), so it runs in fp32.
+(0.986 on the first batch of others), so it runs in fp32, and its registry entry says so
+(``BackboneSpec.bf16_safe=False``): ``auto`` does not try bf16 for it at all (``bf16_safe``).
 
 A converted model is cached on disk under a key that identifies the weights. A caller that
 can name the weights cheaply (a registered backbone's weights file, a run's safetensors)
@@ -187,6 +188,10 @@ class InferenceRunner:
             needed by :meth:`map_uint8` (normalisation of uint8 images).
         weights_key: identifies the weights for the conversion cache (see :func:`model_key`);
             default: a hash of the module's state_dict.
+        bf16_safe: False for a model known to fail the bf16 fidelity bar (a backbone whose
+            ``BackboneSpec.bf16_safe`` is False): ``auto`` then runs fp32 without the trial,
+            which would cost a compile and a run of the check images, and could pass on a
+            first batch that happens to be benign. ``precision="bf16"`` still forces bf16.
 
     Attributes:
         info: backend, precision, ``check_min_cosine`` and ``setup_seconds`` once the first batch ran.
@@ -194,7 +199,8 @@ class InferenceRunner:
 
     def __init__(self, module: torch.nn.Module, *, input_size: int, device: torch.device | str = "cpu",
                  backend: str = "auto", precision: str = "auto", min_cosine: float = MIN_COSINE,
-                 expected_items: int | None = None, preprocessing=None, weights_key: str | None = None):
+                 expected_items: int | None = None, preprocessing=None, weights_key: str | None = None,
+                 bf16_safe: bool = True):
         if backend not in BACKENDS:
             raise ConfigError(f"`backend` must be one of {', '.join(BACKENDS)}; got {backend!r}.")
         if precision not in PRECISIONS:
@@ -219,6 +225,7 @@ class InferenceRunner:
             raise ConfigError("--backend openvino needs the openvino package: pip install openvino. Or use --backend torch.")
         self.backend = backend
         self.precision = precision
+        self.bf16_safe = bool(bf16_safe)
         self._compiled = None
         self._ov_parts = None  # (core, model) once converted
         self._key = weights_key
@@ -379,8 +386,8 @@ class InferenceRunner:
         fp32 = ref = None
         if self._unverified or check or not want_bf16:
             fp32 = self._ov_compile(core, graph, False, throughput=u8)
-        if self._unverified or check:
-            ref = self._ov_run(fp32, sample)
+        if self._unverified or check:  # the conversion check alone needs only its first images
+            ref = self._ov_run(fp32, sample if check else sample[:_CONVERSION_CHECK_IMAGES])
         if self._unverified and not self._verify_conversion(ref, x):
             self.backend = self.info["backend"] = "torch"
             self._ov_parts = None
@@ -451,6 +458,9 @@ class InferenceRunner:
     def _bf16_worth_trying(self) -> bool:
         if self.device.type == "cuda":
             return False  # torch autocast on CUDA is chosen separately
+        if not self.bf16_safe:
+            self.info["bf16_skipped"] = "known to miss the fidelity bar for this model"
+            return False
         return cpu_has_bf16()
 
     def _passes(self, out: torch.Tensor, ref: torch.Tensor) -> bool:

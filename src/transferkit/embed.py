@@ -133,12 +133,15 @@ class Extractor:
             3,157 photos at cosine >= 0.99997 to the exact path).
         weights_key: identifies the weights in the conversion cache
             (:func:`~transferkit.accel.model_key`); default: a hash of the module's state_dict.
+        bf16_safe: False for a model known to fail the bf16 fidelity bar: ``precision="auto"``
+            then runs fp32 without trying bf16. :meth:`from_backbone` and :meth:`from_run` set
+            it from the backbone's registry entry (``BackboneSpec.bf16_safe``).
     """
 
     def __init__(self, module: nn.Module | Callable[[], nn.Module], *, preprocessing: Preprocessing, model_id: dict[str, Any],
                  source: dict[str, Any] | None = None, device: str | torch.device | None = None,
                  channels_last: bool = True, precision: str = "auto", backend: str = "auto", exact_resize: bool = False,
-                 weights_key: str | None = None):
+                 weights_key: str | None = None, bf16_safe: bool = True):
         from .accel import BACKENDS, PRECISIONS
 
         if precision not in PRECISIONS:
@@ -153,6 +156,7 @@ class Extractor:
         self.channels_last = channels_last
         self.precision = precision
         self.weights_key = weights_key
+        self.bf16_safe = bool(bf16_safe)
         self._module: nn.Module | None = None
         self._build = None
         if isinstance(module, nn.Module):
@@ -195,6 +199,7 @@ class Extractor:
 
         weights_arg = str(weights)
         spec = get_backbone_spec(name)
+        kwargs.setdefault("bf16_safe", spec.bf16_safe)
         digest = None  # recorded in the model_id for a weights file
         key = None
         if weights_arg == "default" and os.path.isfile(spec.weights.location):
@@ -224,10 +229,12 @@ class Extractor:
             RunError: not a run, or corrupt.
         """
         from .accel import cached_model_info, model_key
+        from .backbones import backbone_bf16_safe
         from .model import load_model, read_model_meta
 
         run_dir = Path(run_dir)
         meta = read_model_meta(run_dir)
+        kwargs.setdefault("bf16_safe", backbone_bf16_safe(str(meta.get("backbone", ""))))
         weights_file = run_dir / "model.safetensors"
         digest = file_digest(weights_file) if weights_file.is_file() else None
         pre = Preprocessing.from_dict(meta["preprocessing"])
@@ -249,6 +256,8 @@ class Extractor:
     @classmethod
     def from_model(cls, model: nn.Module, *, name: str | None = None, **kwargs) -> Extractor:
         """Extractor from any model :class:`FeatureExtractor` accepts (identity from its class and weights hash)."""
+        from .backbones import backbone_bf16_safe
+
         trunk, pre = _trunk(model)
         pre = pre or Preprocessing()
         with torch.inference_mode():
@@ -261,6 +270,7 @@ class Extractor:
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         tag = getattr(trunk, "weights_tag", "in-memory")
+        kwargs.setdefault("bf16_safe", backbone_bf16_safe(str(getattr(trunk, "name", ""))))
         model_id = _model_id(name or getattr(trunk, "name", type(model).__name__), tag, pre, dim, h.hexdigest())
         return cls(trunk, preprocessing=pre, model_id=model_id, source={}, **kwargs)
 
@@ -296,7 +306,8 @@ class Extractor:
             module = self._module if self._module is not None else (lambda: self.module)
             self._runner = InferenceRunner(module, input_size=self.preprocessing.input_size, device=self.device,
                                            backend=self.backend, precision=self.precision, expected_items=self._expected_items,
-                                           preprocessing=self.preprocessing, weights_key=self.weights_key)
+                                           preprocessing=self.preprocessing, weights_key=self.weights_key,
+                                           bf16_safe=self.bf16_safe)
         return self._runner
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

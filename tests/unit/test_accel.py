@@ -137,6 +137,44 @@ def test_bf16_rejection_is_remembered_per_weights(backbone, x, tmp_path, monkeyp
     assert third.info["precision"] == "bf16" and "check_cached" not in third.info
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("openvino", marks=needs_openvino)])
+def test_bf16_unsafe_model_runs_fp32_without_a_trial(backbone, x, tmp_path, monkeypatch, backend):
+    """``bf16_safe=False`` (a backbone measured to fail in bf16): auto never compiles or runs bf16, even
+    where the check would pass (the bar here is 0.5), and records no verdict; ``precision="bf16"`` still forces it."""
+    import transferkit.accel as accel
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
+    seen = []
+    real_forward, real_compile = InferenceRunner._torch_forward, InferenceRunner._ov_compile
+
+    def forward(self, xx, bf16):
+        seen.append(bool(bf16))
+        return real_forward(self, xx, bf16)
+
+    def compile_(self, core, model, bf16, **kw):
+        seen.append(bool(bf16))
+        return real_compile(self, core, model, bf16, **kw)
+
+    monkeypatch.setattr(InferenceRunner, "_torch_forward", forward)
+    monkeypatch.setattr(InferenceRunner, "_ov_compile", compile_)
+    r = InferenceRunner(backbone, input_size=32, backend=backend, precision="auto", min_cosine=0.5, bf16_safe=False)
+    out = r(x)
+    assert r.info["precision"] == "fp32" and "check_min_cosine" not in r.info
+    assert r.info["bf16_skipped"] == "known to miss the fidelity bar for this model"
+    assert seen and not any(seen)
+    torch.testing.assert_close(out, _ref(backbone, x), atol=1e-4, rtol=1e-4)
+    assert not (tmp_path / "precision").exists()
+    # the same weights with bf16_safe (the default) do try bf16, and it passes this bar
+    seen.clear()
+    r = InferenceRunner(backbone, input_size=32, backend=backend, precision="auto", min_cosine=0.5)
+    r(x)
+    assert r.info["precision"] == "bf16" and True in seen
+    forced = InferenceRunner(backbone, input_size=32, backend=backend, precision="bf16", bf16_safe=False)
+    forced(x)
+    assert forced.info["precision"] == "bf16"
+
+
 @pytest.mark.parametrize("worst, remembered", [(0.99995, True), (0.9995, False)])
 def test_bf16_pass_is_remembered_only_with_a_wide_margin(backbone, x, tmp_path, monkeypatch, worst, remembered):
     """A pass at cos >= 0.9999 (a tenth of the 0.999 bar's error) skips later checks; a closer one does not."""

@@ -232,3 +232,13 @@ def test_looking_up_backbones_does_not_import_torchvision():
             "[get_backbone_spec(n) for n in list_backbones()]; print(sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bf16_safety_comes_from_the_registry():
+    """EfficientNet-Lite0 is registered as bf16-unsafe (measured); others, and any timm name, leave it to the check,
+    without importing timm to answer."""
+    code = ("import sys; from transferkit.backbones import backbone_bf16_safe as s; "
+            "print([s('efficientnet_lite0'), s('resnet18'), s('tiny_cnn'), s('timm/convnext_tiny'), s('no_such_model')], "
+            "'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[False, True, True, True, True] False"

@@ -250,6 +250,48 @@ def test_extractor_from_run_identity(tmp_path):
     assert rebuilt.model_id == ex.model_id
 
 
+def test_bf16_unsafe_backbones_reach_the_inference_runner(tmp_path):
+    """The registry's ``bf16_safe`` travels to the runner from every constructor, and from the training paths."""
+    from transferkit.model import TransferModel, save_model
+
+    effnet = create_backbone("efficientnet_lite0", weights="none")
+    save_model(TransferModel(effnet, 2).eval(), tmp_path / "eff", {"classes": ["a", "b"]})
+    save_model(TransferModel(create_backbone("tiny_cnn"), 2).eval(), tmp_path / "tiny", {"classes": ["a", "b"]})
+    got = {
+        "backbone effnet": Extractor.from_backbone("efficientnet_lite0", weights="none"),
+        "backbone tiny": Extractor.from_backbone("tiny_cnn"),
+        "run effnet": Extractor.from_run(tmp_path / "eff"),
+        "run tiny": Extractor.from_run(tmp_path / "tiny"),
+        "model effnet": Extractor.from_model(effnet),
+        "forced": Extractor.from_backbone("efficientnet_lite0", weights="none", bf16_safe=True),
+    }
+    assert {k: e.bf16_safe for k, e in got.items()} == {
+        "backbone effnet": False, "backbone tiny": True, "run effnet": False, "run tiny": True, "model effnet": False,
+        "forced": True}
+    assert got["run effnet"]._get_runner().bf16_safe is False and got["run tiny"]._get_runner().bf16_safe is True
+
+
+@pytest.mark.parametrize("model, safe", [("efficientnet_lite0", False), ("tiny_cnn", True)])
+def test_compute_features_tells_the_runner_the_registrys_bf16_safety(tmp_path, monkeypatch, model, safe):
+    from transferkit.accel import InferenceRunner
+    from transferkit.data import ImageSet
+    from transferkit.engine import compute_features
+
+    seen = []
+    real_init = InferenceRunner.__init__
+
+    def spy(self, *a, **kw):
+        seen.append(kw.get("bf16_safe", True))
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(InferenceRunner, "__init__", spy)
+    data = make_split_folder(tmp_path / "data", per_class=1)
+    files = sorted(data.rglob("*.png"))
+    feats = compute_features(create_backbone(model, weights="none"), ImageSet(files, [0] * len(files), ["a"]),
+                             device=torch.device("cpu"), num_workers=0)
+    assert seen == [safe] and len(feats.features) == len(files)
+
+
 needs_openvino = pytest.mark.skipif(not __import__("transferkit.accel", fromlist=["x"]).openvino_available(),
                                     reason="openvino not installed")
 

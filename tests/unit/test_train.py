@@ -363,3 +363,21 @@ def test_public_train_is_the_function_even_after_importing_the_submodule():
             "assert callable(tk.train), type(tk.train)\nassert callable(tk.pipeline), type(tk.pipeline)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-500:]
+
+
+@pytest.mark.parametrize("model, safe", [("efficientnet_lite0", False), ("tiny_cnn", True)])
+def test_frozen_feature_runner_gets_the_registrys_bf16_safety(split_data, tmp_path, monkeypatch, model, safe):
+    """Feature extraction runs the frozen backbone through an InferenceRunner told whether bf16 may be tried."""
+    from transferkit.accel import InferenceRunner
+
+    seen = []
+    real_init = InferenceRunner.__init__
+
+    def spy(self, *a, **kw):
+        seen.append(kw.get("bf16_safe", True))
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(InferenceRunner, "__init__", spy)
+    opts = {**FAST, "model": model, "weights": "none"}
+    train(split_data, strategy="feature-extraction", epochs=1, out=tmp_path / "run", **opts)
+    assert seen and set(seen) == {safe}

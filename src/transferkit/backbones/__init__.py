@@ -2,6 +2,7 @@
 
 from ._registry import (
     BackboneSpec,
+    backbone_bf16_safe,
     create_backbone,
     get_backbone_spec,
     list_backbones,
@@ -11,6 +12,6 @@ from ._registry import (
 from ._spec import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, WeightsInfo
 
 __all__ = [
-    "BackboneSpec", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "WeightsInfo", "create_backbone",
+    "BackboneSpec", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "WeightsInfo", "backbone_bf16_safe", "create_backbone",
     "get_backbone_spec", "list_backbones", "load_state_dict_file", "register_backbone",
 ]

@@ -35,6 +35,9 @@ class BackboneSpec:
         is_available_offline: whether the default weights can be loaded without network.
         description: one line for ``transferkit models``.
         is_test: tiny backbones for tests, hidden from the default listing.
+        bf16_safe: False where bf16 inference was measured to distort this architecture's
+            features beyond the fidelity bar; ``precision="auto"`` then runs it in fp32 without
+            trying bf16 (a trial on the first batch can pass by chance and fail on later images).
     """
 
     name: str
@@ -46,6 +49,7 @@ class BackboneSpec:
     description: str = ""
     is_test: bool = False
     remap_state_dict: Callable[[dict], dict] | None = field(default=None, repr=False)
+    bf16_safe: bool = True
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -87,6 +91,14 @@ def _ensure_providers() -> None:
     # Importing the provider modules registers their backbones (lazily, so that
     # ``transferkit --help`` never imports torch).
     from . import efficientnet_lite, tiny, torchvision_models  # noqa: F401
+
+
+def backbone_bf16_safe(name: str) -> bool:
+    """Whether ``precision="auto"`` may try bf16 for backbone ``name`` (names not registered here,
+    ``timm/<name>`` included: True, and the fidelity check decides)."""
+    _ensure_providers()
+    spec = _REGISTRY.get(name)
+    return True if spec is None else spec.bf16_safe
 
 
 def create_backbone(name: str = "resnet18", *, weights: str | os.PathLike | None = "default"):
