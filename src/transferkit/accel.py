@@ -8,7 +8,8 @@ the features faithful to the fp32 eager model:
   OpenVINO, whose CPU kernels are several times faster than eager PyTorch here, especially
   for depthwise convolutions (EfficientNet, MobileNet). It can run in bf16 on CPUs with
   AMX/AVX512-BF16.
-- ``torch``: eager PyTorch in channels-last memory format; autocast on CUDA.
+- ``torch``: eager PyTorch in channels-last memory format; on CUDA, ``auto`` precision is AMP
+  (autocast in bf16, or fp16 for a bf16-unsafe model or a GPU without bf16), under the same check.
 
 ``precision="auto"`` tries bf16 first and keeps it only if, on the first batch, every
 output has cosine similarity >= ``min_cosine`` (0.999) to the fp32 model (eager PyTorch;
@@ -180,7 +181,8 @@ class InferenceRunner:
         input_size: side of the square input (for conversion).
         device: the torch device; non-CPU devices always use the torch backend.
         backend: ``auto`` (OpenVINO on CPU when installed, else torch), ``torch`` or ``openvino``.
-        precision: ``auto`` (bf16 if it passes the fidelity check, else fp32), ``fp32`` or ``bf16``.
+        precision: ``auto`` (bf16, or fp16 AMP on CUDA, if it passes the fidelity check, else fp32),
+            ``fp32`` or ``bf16``.
         min_cosine: fidelity bar of the ``auto`` check.
         expected_items: how many images will be run; ``auto`` picks OpenVINO only from
             :data:`OPENVINO_MIN_ITEMS` on (None = many).
@@ -242,17 +244,21 @@ class InferenceRunner:
         return self._module
 
     # -- torch -------------------------------------------------------------------------------------
-    def _torch_forward(self, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    def _torch_forward(self, x: torch.Tensor, reduced: bool) -> torch.Tensor:
+        """Forward pass; ``reduced``: under autocast in :meth:`_reduced_dtype`, else fp32."""
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                dtype = torch.bfloat16 if (bf16 or torch.cuda.is_bf16_supported()) else torch.float16
-                with torch.autocast("cuda", dtype=dtype):
-                    return self.module(x).float()
-            if bf16:
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+            if reduced:
+                with torch.autocast(self.device.type, dtype=self._reduced_dtype()):
                     return self.module(x).float()
             return self.module(x)
+
+    def _reduced_dtype(self) -> torch.dtype:
+        """The reduced precision: bf16 on the CPU; on CUDA (AMP) bf16 where the GPU supports it and the
+        model is not bf16-unsafe, else fp16 (3 more mantissa bits), unless bf16 was asked for."""
+        if self.device.type != "cuda" or self.precision == "bf16":
+            return torch.bfloat16
+        return torch.bfloat16 if (self.bf16_safe and torch.cuda.is_bf16_supported()) else torch.float16
 
     # -- openvino ----------------------------------------------------------------------------------
     def _ov_model(self):
@@ -369,12 +375,12 @@ class InferenceRunner:
             self.module.to(self.device).to(memory_format=torch.channels_last)
             prec = "fp32"
             if want_bf16 and (ref is None or self._passes(self._torch_forward(x[:n], True).cpu(), ref)):
-                prec = "bf16"
+                prec = "fp16" if self._reduced_dtype() == torch.float16 else "bf16"
         self.precision_used = prec
         self.info.update({"precision": prec, "setup_seconds": round(time.perf_counter() - t0, 3)})
         if check:
             self.info["check_images"] = min(n, len(x))
-            self._remember_precision(prec == "bf16", self.info["check_min_cosine"])
+            self._remember_precision(prec != "fp32", self.info["check_min_cosine"])
 
     def _setup_openvino(self, x: torch.Tensor, x_u8: np.ndarray | None, want_bf16: bool, check: bool) -> str | None:
         """Compile for OpenVINO; returns the precision, or None (backend switched to torch) when the
@@ -433,7 +439,8 @@ class InferenceRunner:
         return self._key
 
     def _precision_file(self) -> Path:
-        return cache_dir() / "precision" / f"{self._weights_key()}-{self.backend}.json"
+        device = "" if self.device.type == "cpu" else f"-{self.device.type}"  # AMP on a GPU is another question
+        return cache_dir() / "precision" / f"{self._weights_key()}-{self.backend}{device}.json"
 
     def _remember_bar(self) -> float:
         return 1.0 - (1.0 - self.min_cosine) / BF16_PASS_MARGIN
@@ -456,8 +463,10 @@ class InferenceRunner:
             _write_record(self._precision_file(), {"bf16": bf16, "check_min_cosine": worst, "min_cosine_bar": self.min_cosine})
 
     def _bf16_worth_trying(self) -> bool:
+        """Whether ``auto`` tries reduced precision: AMP on CUDA (fp16 for a bf16-unsafe model), bf16 on a CPU
+        that computes it natively, for a model not known to fail the bar."""
         if self.device.type == "cuda":
-            return False  # torch autocast on CUDA is chosen separately
+            return True
         if not self.bf16_safe:
             self.info["bf16_skipped"] = "known to miss the fidelity bar for this model"
             return False
@@ -478,7 +487,7 @@ class InferenceRunner:
                 core, model = self._ov_model()
                 self._compiled = self._ov_compile(core, model, self.precision_used == "bf16")
             return self._ov_run(self._compiled, x.cpu())
-        return self._torch_forward(x, self.precision_used == "bf16").float()
+        return self._torch_forward(x, self.precision_used != "fp32").float()
 
     def map_uint8(self, batches: Iterable[tuple[np.ndarray | None, Any]]) -> Iterator[tuple[torch.Tensor | None, Any]]:
         """Features of uint8 ``(B, H, W, 3)`` image batches (as decoded), pipelined.
@@ -505,7 +514,7 @@ class InferenceRunner:
                     if self.backend == "openvino":
                         pending.append((self._submit_u8(x), payload))
                     else:
-                        y = self._torch_forward(self.preprocessing.normalize_nhwc(x, self.device), self.precision_used == "bf16")
+                        y = self._torch_forward(self.preprocessing.normalize_nhwc(x, self.device), self.precision_used != "fp32")
                         pending.append((y.float().cpu().reshape(len(y), -1), payload))
                 while len(pending) > 1:  # keep one batch in flight while the caller handles the previous one
                     yield _collect(*pending.popleft())

@@ -175,6 +175,39 @@ def test_bf16_unsafe_model_runs_fp32_without_a_trial(backbone, x, tmp_path, monk
     assert forced.info["precision"] == "bf16"
 
 
+@pytest.mark.parametrize("precision, bf16_safe, gpu_bf16, want", [
+    ("auto", True, True, torch.bfloat16), ("auto", False, True, torch.float16), ("auto", True, False, torch.float16),
+    ("bf16", False, True, torch.bfloat16)])
+def test_cuda_amp_dtype_and_the_check_decisions(backbone, monkeypatch, precision, bf16_safe, gpu_bf16, want):
+    """On CUDA, auto tries AMP (checked like bf16 on the CPU; fp16 for a bf16-unsafe model or a GPU without
+    bf16) and remembers its verdict apart from the CPU's. Decisions only: this machine has no GPU."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: gpu_bf16)
+    gpu = InferenceRunner(backbone, input_size=32, device="cuda", precision=precision, bf16_safe=bf16_safe)
+    assert gpu.backend == "torch" and gpu._reduced_dtype() == want
+    assert gpu._bf16_worth_trying() is True
+    cpu = InferenceRunner(backbone, input_size=32, backend="torch", precision=precision, bf16_safe=bf16_safe)
+    assert cpu._reduced_dtype() == torch.bfloat16
+    assert gpu._precision_file() != cpu._precision_file() and gpu._precision_file().name.endswith("-torch-cuda.json")
+
+
+def test_fp32_means_no_autocast(backbone, x, monkeypatch):
+    """``precision="fp32"`` runs the forward pass without autocast (on CUDA it used to autocast regardless)."""
+    entered = []
+    real = torch.autocast
+
+    def spy(*a, **k):
+        entered.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    r = InferenceRunner(backbone, input_size=32, backend="torch", precision="fp32")
+    torch.testing.assert_close(r(x), _ref(backbone, x), atol=1e-5, rtol=1e-5)
+    assert entered == [] and r.info["precision"] == "fp32"
+    forced = InferenceRunner(backbone, input_size=32, backend="torch", precision="bf16")
+    forced(x)
+    assert entered and forced.info["precision"] == "bf16"
+
+
 @pytest.mark.parametrize("worst, remembered", [(0.99995, True), (0.9995, False)])
 def test_bf16_pass_is_remembered_only_with_a_wide_margin(backbone, x, tmp_path, monkeypatch, worst, remembered):
     """A pass at cos >= 0.9999 (a tenth of the 0.999 bar's error) skips later checks; a closer one does not."""
