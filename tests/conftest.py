@@ -123,3 +123,19 @@ def synth():
     import types
 
     return types.SimpleNamespace(COLOURS=COLOURS, make_dataset=make_dataset, write_class_images=write_class_images)
+
+
+@pytest.fixture
+def runner_bf16_flags(monkeypatch) -> list[bool]:
+    """The ``bf16_safe`` of every :class:`~transferkit.accel.InferenceRunner` built during the test, in order."""
+    from transferkit.accel import InferenceRunner
+
+    seen: list[bool] = []
+    real_init = InferenceRunner.__init__
+
+    def spy(self, *a, **kw):
+        seen.append(kw.get("bf16_safe", True))
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(InferenceRunner, "__init__", spy)
+    return seen

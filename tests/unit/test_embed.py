@@ -272,24 +272,15 @@ def test_bf16_unsafe_backbones_reach_the_inference_runner(tmp_path):
 
 
 @pytest.mark.parametrize("model, safe", [("efficientnet_lite0", False), ("tiny_cnn", True)])
-def test_compute_features_tells_the_runner_the_registrys_bf16_safety(tmp_path, monkeypatch, model, safe):
-    from transferkit.accel import InferenceRunner
+def test_compute_features_tells_the_runner_the_registrys_bf16_safety(tmp_path, runner_bf16_flags, model, safe):
     from transferkit.data import ImageSet
     from transferkit.engine import compute_features
 
-    seen = []
-    real_init = InferenceRunner.__init__
-
-    def spy(self, *a, **kw):
-        seen.append(kw.get("bf16_safe", True))
-        real_init(self, *a, **kw)
-
-    monkeypatch.setattr(InferenceRunner, "__init__", spy)
     data = make_split_folder(tmp_path / "data", per_class=1)
     files = sorted(data.rglob("*.png"))
     feats = compute_features(create_backbone(model, weights="none"), ImageSet(files, [0] * len(files), ["a"]),
                              device=torch.device("cpu"), num_workers=0)
-    assert seen == [safe] and len(feats.features) == len(files)
+    assert runner_bf16_flags == [safe] and len(feats.features) == len(files)
 
 
 needs_openvino = pytest.mark.skipif(not __import__("transferkit.accel", fromlist=["x"]).openvino_available(),

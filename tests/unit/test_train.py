@@ -366,18 +366,8 @@ def test_public_train_is_the_function_even_after_importing_the_submodule():
 
 
 @pytest.mark.parametrize("model, safe", [("efficientnet_lite0", False), ("tiny_cnn", True)])
-def test_frozen_feature_runner_gets_the_registrys_bf16_safety(split_data, tmp_path, monkeypatch, model, safe):
+def test_frozen_feature_runner_gets_the_registrys_bf16_safety(split_data, tmp_path, runner_bf16_flags, model, safe):
     """Feature extraction runs the frozen backbone through an InferenceRunner told whether bf16 may be tried."""
-    from transferkit.accel import InferenceRunner
-
-    seen = []
-    real_init = InferenceRunner.__init__
-
-    def spy(self, *a, **kw):
-        seen.append(kw.get("bf16_safe", True))
-        real_init(self, *a, **kw)
-
-    monkeypatch.setattr(InferenceRunner, "__init__", spy)
     opts = {**FAST, "model": model, "weights": "none"}
     train(split_data, strategy="feature-extraction", epochs=1, out=tmp_path / "run", **opts)
-    assert seen and set(seen) == {safe}
+    assert runner_bf16_flags and set(runner_bf16_flags) == {safe}
