@@ -127,15 +127,15 @@ def synth():
 
 @pytest.fixture
 def runner_bf16_flags(monkeypatch) -> list[bool]:
-    """The ``bf16_safe`` of every :class:`~transferkit.accel.InferenceRunner` built during the test, in order."""
+    """The ``bf16_safe`` every :class:`~transferkit.accel.InferenceRunner` built during the test settled on, in order."""
     from transferkit.accel import InferenceRunner
 
     seen: list[bool] = []
     real_init = InferenceRunner.__init__
 
     def spy(self, *a, **kw):
-        seen.append(kw.get("bf16_safe", True))
         real_init(self, *a, **kw)
+        seen.append(self.bf16_safe)
 
     monkeypatch.setattr(InferenceRunner, "__init__", spy)
     return seen

@@ -194,6 +194,8 @@ class InferenceRunner:
             ``BackboneSpec.bf16_safe`` is False): ``auto`` then runs fp32 without the trial,
             which would cost a compile and a run of the check images, and could pass on a
             first batch that happens to be benign. ``precision="bf16"`` still forces bf16.
+            Default: the registry's answer for the module's ``name`` (a registered backbone
+            names itself); True for a builder or an unnamed module.
 
     Attributes:
         info: backend, precision, ``check_min_cosine`` and ``setup_seconds`` once the first batch ran.
@@ -202,7 +204,7 @@ class InferenceRunner:
     def __init__(self, module: torch.nn.Module, *, input_size: int, device: torch.device | str = "cpu",
                  backend: str = "auto", precision: str = "auto", min_cosine: float = MIN_COSINE,
                  expected_items: int | None = None, preprocessing=None, weights_key: str | None = None,
-                 bf16_safe: bool = True):
+                 bf16_safe: bool | None = None):
         if backend not in BACKENDS:
             raise ConfigError(f"`backend` must be one of {', '.join(BACKENDS)}; got {backend!r}.")
         if precision not in PRECISIONS:
@@ -227,6 +229,10 @@ class InferenceRunner:
             raise ConfigError("--backend openvino needs the openvino package: pip install openvino. Or use --backend torch.")
         self.backend = backend
         self.precision = precision
+        if bf16_safe is None:
+            from .backbones import backbone_bf16_safe
+
+            bf16_safe = backbone_bf16_safe(str(getattr(module, "name", ""))) if isinstance(module, torch.nn.Module) else True
         self.bf16_safe = bool(bf16_safe)
         self._compiled = None
         self._ov_parts = None  # (core, model) once converted

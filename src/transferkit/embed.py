@@ -134,14 +134,14 @@ class Extractor:
         weights_key: identifies the weights in the conversion cache
             (:func:`~transferkit.accel.model_key`); default: a hash of the module's state_dict.
         bf16_safe: False for a model known to fail the bf16 fidelity bar: ``precision="auto"``
-            then runs fp32 without trying bf16. :meth:`from_backbone` and :meth:`from_run` set
-            it from the backbone's registry entry (``BackboneSpec.bf16_safe``).
+            then runs fp32 without trying bf16. Default: the registry entry
+            (``BackboneSpec.bf16_safe``) of the backbone named in ``model_id``.
     """
 
     def __init__(self, module: nn.Module | Callable[[], nn.Module], *, preprocessing: Preprocessing, model_id: dict[str, Any],
                  source: dict[str, Any] | None = None, device: str | torch.device | None = None,
                  channels_last: bool = True, precision: str = "auto", backend: str = "auto", exact_resize: bool = False,
-                 weights_key: str | None = None, bf16_safe: bool = True):
+                 weights_key: str | None = None, bf16_safe: bool | None = None):
         from .accel import BACKENDS, PRECISIONS
 
         if precision not in PRECISIONS:
@@ -156,7 +156,7 @@ class Extractor:
         self.channels_last = channels_last
         self.precision = precision
         self.weights_key = weights_key
-        self.bf16_safe = bool(bf16_safe)
+        self._bf16_safe = bf16_safe
         self._module: nn.Module | None = None
         self._build = None
         if isinstance(module, nn.Module):
@@ -179,6 +179,15 @@ class Extractor:
         return self._module
 
     @property
+    def bf16_safe(self) -> bool:
+        """Whether ``precision="auto"`` may try bf16 (see the ``bf16_safe`` argument)."""
+        if self._bf16_safe is not None:
+            return bool(self._bf16_safe)
+        from .backbones import backbone_bf16_safe
+
+        return backbone_bf16_safe(str(self.model_id.get("backbone", "")))
+
+    @property
     def dim(self) -> int:
         return int(self.model_id["dim"])
 
@@ -199,7 +208,6 @@ class Extractor:
 
         weights_arg = str(weights)
         spec = get_backbone_spec(name)
-        kwargs.setdefault("bf16_safe", spec.bf16_safe)
         digest = None  # recorded in the model_id for a weights file
         key = None
         if weights_arg == "default" and os.path.isfile(spec.weights.location):
@@ -229,12 +237,10 @@ class Extractor:
             RunError: not a run, or corrupt.
         """
         from .accel import cached_model_info, model_key
-        from .backbones import backbone_bf16_safe
         from .model import load_model, read_model_meta
 
         run_dir = Path(run_dir)
         meta = read_model_meta(run_dir)
-        kwargs.setdefault("bf16_safe", backbone_bf16_safe(str(meta.get("backbone", ""))))
         weights_file = run_dir / "model.safetensors"
         digest = file_digest(weights_file) if weights_file.is_file() else None
         pre = Preprocessing.from_dict(meta["preprocessing"])
@@ -270,6 +276,7 @@ class Extractor:
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         tag = getattr(trunk, "weights_tag", "in-memory")
+        # the trunk's own registry name: ``name`` may relabel it in the model_id
         kwargs.setdefault("bf16_safe", backbone_bf16_safe(str(getattr(trunk, "name", ""))))
         model_id = _model_id(name or getattr(trunk, "name", type(model).__name__), tag, pre, dim, h.hexdigest())
         return cls(trunk, preprocessing=pre, model_id=model_id, source={}, **kwargs)

@@ -141,15 +141,13 @@ def compute_features(backbone, images: ImageSet, *, batch_size: int = 64, device
     """
 
     from .accel import InferenceRunner
-    from .backbones import backbone_bf16_safe
     from .data import decode_threads, prefetch_batches
 
     backbone.eval()
     pre = backbone.preprocessing
     if runner is None:
         runner = InferenceRunner(backbone, input_size=pre.input_size, device=device, backend=backend, precision=precision,
-                                 expected_items=len(images), preprocessing=pre,
-                                 bf16_safe=backbone_bf16_safe(getattr(backbone, "name", "")))
+                                 expected_items=len(images), preprocessing=pre)
     elif runner.preprocessing is None:
         runner.preprocessing = pre
     threads = decode_threads() if num_workers is None else int(num_workers)

@@ -286,14 +286,13 @@ class _Trainer:
     def _runner(self):
         """One inference runner for the frozen backbone, shared by the probe and the feature cache."""
         from .accel import InferenceRunner
-        from .backbones import backbone_bf16_safe
 
         if getattr(self, "_inference_runner", None) is None:
             bb = self.model.backbone
             self._inference_runner = InferenceRunner(bb, input_size=bb.preprocessing.input_size, device=self.device,
                                                      backend=self.cfg.backend, precision=self.cfg.precision,
                                                      expected_items=len(self.splits.train) + len(self.splits.val),
-                                                     preprocessing=bb.preprocessing, bf16_safe=backbone_bf16_safe(bb.name))
+                                                     preprocessing=bb.preprocessing)
         return self._inference_runner
 
     def _auto_decide(self) -> AutoDecision:
