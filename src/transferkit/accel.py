@@ -150,6 +150,33 @@ def openvino_available() -> bool:
     return True
 
 
+_OV_CORE = None
+_OV_CORE_LOCK = threading.Lock()
+
+
+def openvino_core():
+    """The process's one ``openvino.Core``, created on first use and kept until exit.
+
+    One, not one per model, because of how OpenVINO's CPU plugin (2026.4) manages signal
+    stacks: each Core's plugin gives the thread that creates it an alternate signal stack
+    (for AMX) and, when destroyed, unmaps it and puts back the stack it found. Two Cores
+    whose lifetimes overlap and end in creation order leave the thread on the first one's
+    unmapped stack, and the next signal the process handles (Ctrl-C, the SIGCHLD of a
+    DataLoader worker exiting) kills it with SIGSEGV. Reproduced here: two Cores, each
+    compiling a model, deleted oldest first, then ``os.kill(os.getpid(), SIGUSR1)`` -> exit
+    139; the same with one Core -> the handler runs. It also crashed the test suite run in
+    one process. Compile options that differ per model (the blob cache folder) are passed
+    to each ``compile_model`` instead of being set on the Core.
+    """
+    global _OV_CORE
+    with _OV_CORE_LOCK:
+        if _OV_CORE is None:
+            import openvino as ov
+
+            _OV_CORE = ov.Core()
+        return _OV_CORE
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
     try:
@@ -236,6 +263,7 @@ class InferenceRunner:
         self.bf16_safe = bool(bf16_safe)
         self._compiled = None
         self._ov_parts = None  # (core, model) once converted
+        self._ov_blob_dir: str | None = None  # OpenVINO's compiled-blob cache
         self._key = weights_key
         self._unverified = False  # the OpenVINO model has not yet been checked against eager PyTorch
         self._queue = None  # OpenVINO AsyncInferQueue of the uint8 model
@@ -275,11 +303,11 @@ class InferenceRunner:
 
         xml = _ov_cache_file(self._weights_key(), ".xml")
         folder = xml.parent
-        core = ov.Core()
+        core = openvino_core()
         try:  # compiled-blob cache: later runs skip most of the compilation
             (folder / "compiled").mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(folder / "compiled")})
-        except Exception as exc:  # noqa: BLE001 - caching is an optimisation only
+            self._ov_blob_dir = str(folder / "compiled")
+        except OSError as exc:  # caching is an optimisation only
             log.debug("no OpenVINO compile cache: %s", exc)
         model = None
         if xml.exists():
@@ -337,8 +365,10 @@ class InferenceRunner:
         return model
 
     def _ov_compile(self, core, model, bf16: bool, *, throughput: bool = False):
-        hint = "THROUGHPUT" if throughput else "LATENCY"
-        return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": hint})
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY"}
+        if self._ov_blob_dir is not None:  # per call: the Core is shared (see openvino_core)
+            config["CACHE_DIR"] = self._ov_blob_dir
+        return core.compile_model(model, "CPU", config)
 
     def _ov_uint8_model(self, core, model):
         """The model with normalisation built in: takes the decoders' uint8 batches as planar ``(B, 3, H, W)`` (see :func:`_planar`)."""

@@ -81,6 +81,50 @@ def test_openvino_fp32_matches_torch_and_caches_the_conversion(backbone, x, tmp_
     assert sys.modules.get("openvino_telemetry", "absent") in (None, "absent")  # no usage telemetry sent
 
 
+
+@needs_openvino
+def test_runners_share_one_core_and_each_cache_folder_gets_its_blobs(backbone, x, tmp_path, monkeypatch):
+    for sub in ("a", "b"):  # the compiled-blob cache follows $TRANSFERKIT_CACHE per runner, though the Core is shared
+        monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / sub))
+        r = InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32")
+        r(x)
+        assert list((tmp_path / sub / "openvino" / "compiled").glob("*.blob"))
+    other = InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32")
+    other(x)
+    assert other._ov_model()[0] is r._ov_model()[0]
+
+
+_SIGNAL_AFTER_TWO_RUNNERS = """
+import gc, os, signal, torch
+from transferkit.accel import InferenceRunner
+from transferkit.backbones import create_backbone
+signal.signal(signal.SIGUSR1, lambda *a: print("handled", flush=True))
+x = torch.randn(4, 3, 32, 32)
+first = InferenceRunner(create_backbone("tiny_cnn"), input_size=32, backend="openvino", precision="fp32")
+first(x)
+second = InferenceRunner(create_backbone("tiny_cnn"), input_size=32, backend="openvino", precision="fp32")
+second(x)
+del first; gc.collect()  # oldest first: the order that left a dangling signal stack
+del second; gc.collect()
+os.kill(os.getpid(), signal.SIGUSR1)
+print("alive", flush=True)
+"""
+
+
+@needs_openvino
+def test_signals_still_work_after_two_runners_are_freed(tmp_path):
+    """Two runners, freed oldest first, then a signal: OpenVINO's per-Core signal stacks made this SIGSEGV
+    (exit -11) when each runner had its own Core; Ctrl-C and DataLoader workers exiting send such signals."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRANSFERKIT_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_TWO_RUNNERS], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["handled", "alive"]
+
 def _uint8_batches(n_batches=3, size=32, seed=2):
     import numpy as np
 
