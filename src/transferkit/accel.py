@@ -161,12 +161,13 @@ def openvino_core():
     stacks: each Core's plugin gives the thread that creates it an alternate signal stack
     (for AMX) and, when destroyed, unmaps it and puts back the stack it found. Two Cores
     whose lifetimes overlap and end in creation order leave the thread on the first one's
-    unmapped stack, and the next signal the process handles (Ctrl-C, the SIGCHLD of a
-    DataLoader worker exiting) kills it with SIGSEGV. Reproduced here: two Cores, each
-    compiling a model, deleted oldest first, then ``os.kill(os.getpid(), SIGUSR1)`` -> exit
-    139; the same with one Core -> the handler runs. It also crashed the test suite run in
-    one process. Compile options that differ per model (the blob cache folder) are passed
-    to each ``compile_model`` instead of being set on the Core.
+    unmapped stack, and the next signal the process handles on that stack (Python's own
+    handlers, Ctrl-C's included, ask for it) kills it with SIGSEGV. Reproduced here: two
+    Cores, each compiling a model, deleted oldest first, then ``os.kill(os.getpid(), SIGUSR1)``
+    -> exit 139; the same with one Core -> the handler runs. The test suite run in one
+    process died the same way (SIGSEGV, ``si_code`` SI_KERNEL, while evaluating with
+    DataLoader worker processes). Compile options that differ per model (the blob cache
+    folder) are passed to each ``compile_model`` instead of being set on the Core.
     """
     global _OV_CORE
     with _OV_CORE_LOCK:
