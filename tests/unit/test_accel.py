@@ -81,7 +81,6 @@ def test_openvino_fp32_matches_torch_and_caches_the_conversion(backbone, x, tmp_
     assert sys.modules.get("openvino_telemetry", "absent") in (None, "absent")  # no usage telemetry sent
 
 
-
 @needs_openvino
 def test_runners_share_one_core_and_each_cache_folder_gets_its_blobs(backbone, x, tmp_path, monkeypatch):
     for sub in ("a", "b"):  # the compiled-blob cache follows $TRANSFERKIT_CACHE per runner, though the Core is shared
@@ -114,7 +113,7 @@ print("alive", flush=True)
 @needs_openvino
 def test_signals_still_work_after_two_runners_are_freed(tmp_path):
     """Two runners, freed oldest first, then a signal: OpenVINO's per-Core signal stacks made this SIGSEGV
-    (exit -11) when each runner had its own Core; Ctrl-C and DataLoader workers exiting send such signals."""
+    (exit -11) when each runner had its own Core. Python's handlers (Ctrl-C's too) run on that stack."""
     import os
     import subprocess
     import sys
@@ -124,6 +123,7 @@ def test_signals_still_work_after_two_runners_are_freed(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["handled", "alive"]
+
 
 def _uint8_batches(n_batches=3, size=32, seed=2):
     import numpy as np
