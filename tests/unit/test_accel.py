@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transferkit.accel import OPENVINO_MIN_ITEMS, InferenceRunner, openvino_available
+from transferkit.accel import OPENVINO_MIN_ITEMS, OPENVINO_MIN_ITEMS_CACHED, InferenceRunner, openvino_available
 from transferkit.backbones import create_backbone
 from transferkit.errors import ConfigError
 
@@ -50,9 +50,24 @@ def test_auto_precision_output_meets_the_bar(backbone, x):
     assert r.info["precision"] in ("fp32", "bf16")
 
 
-def test_small_jobs_stay_on_torch(backbone):
+def test_small_jobs_stay_on_torch(backbone, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     r = InferenceRunner(backbone, input_size=32, expected_items=OPENVINO_MIN_ITEMS - 1)
     assert r.backend == "torch"
+
+
+@needs_openvino
+def test_a_cached_conversion_serves_smaller_jobs(backbone, x, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "warm"))
+    InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32")(x)  # converts, checks, caches
+    assert InferenceRunner(backbone, input_size=32, expected_items=OPENVINO_MIN_ITEMS_CACHED).backend == "openvino"
+    assert InferenceRunner(backbone, input_size=32, expected_items=OPENVINO_MIN_ITEMS_CACHED - 1).backend == "torch"
+    other = create_backbone("tiny_cnn").eval()
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)  # other weights: nothing cached for them
+    assert InferenceRunner(other, input_size=32, expected_items=OPENVINO_MIN_ITEMS_CACHED).backend == "torch"
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cold"))
+    assert InferenceRunner(backbone, input_size=32, expected_items=OPENVINO_MIN_ITEMS - 1).backend == "torch"
 
 
 def test_bad_options_are_config_errors(backbone):
