@@ -29,8 +29,10 @@ RUN_FILES = ("model.safetensors", "model.json", "metrics.json", "history.csv", "
 
 @pytest.fixture(scope="module")
 def fe_run(split_data, tmp_path_factory) -> Run:
-    """Feature extraction (cached fast path), 3 epochs."""
-    return train(split_data, strategy="feature-extraction", epochs=3, out=tmp_path_factory.mktemp("fe") / "run", **FAST)
+    """Feature extraction (cached fast path), 3 epochs; an empty conversion cache, so `auto` stays on torch."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRANSFERKIT_CACHE", str(tmp_path_factory.mktemp("fe-cache")))
+        return train(split_data, strategy="feature-extraction", epochs=3, out=tmp_path_factory.mktemp("fe") / "run", **FAST)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +156,10 @@ _KILL_AFTER_EPOCH_1 = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("strategy", ["partial", "feature-extraction"])
-def test_resume_after_sigkill_matches_an_uninterrupted_run(strategy, request, split_data, tmp_path):
+def test_resume_after_sigkill_matches_an_uninterrupted_run(strategy, request, split_data, tmp_path, monkeypatch):
     reference = request.getfixturevalue("partial_run" if strategy == "partial" else "fe_run")
+    # the reference ran with nothing converted, so its frozen features came from torch; so do these
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "killed"
     script = _KILL_AFTER_EPOCH_1.replace("{FAST!r}", repr(FAST))
     proc = subprocess.run([sys.executable, "-c", script, str(split_data), str(out), strategy], capture_output=True, text=True,
@@ -349,7 +353,7 @@ def test_compare_writes_three_rows(split_data, tmp_path):
 
 def test_auto_precision_records_its_fidelity_check_and_stays_close_to_fp32(fe_run, split_data, tmp_path):
     info = fe_run.metrics["inference"]
-    assert info["backend"] == "torch"  # small workloads skip the OpenVINO conversion
+    assert info["backend"] == "torch"  # a small workload, and no conversion of these weights cached: no OpenVINO
     assert info["precision"] in ("fp32", "bf16")
     if info["precision"] == "bf16":
         assert info["check_min_cosine"] >= 0.999

@@ -17,7 +17,7 @@ def embed(
     model: str | None = typer.Option(None, "--model", help="Backbone name (instead of RUN), e.g. efficientnet_lite0."),
     weights: str = typer.Option("default", "--weights", help="With --model: default, none, or a weights FILE."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
-    backend: str = typer.Option("auto", "--backend", help="auto (OpenVINO on CPU for large jobs) | torch | openvino."),
+    backend: str = typer.Option("auto", "--backend", help="auto (OpenVINO on CPU for large jobs, or small ones once the model is converted) | torch | openvino."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 only if cos >= 0.999 to fp32) | fp32 | bf16."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
     exact_resize: bool = typer.Option(False, "--exact-resize", help="Resize with PIL exactly like torchvision (slower); "
