@@ -63,6 +63,12 @@ OPENVINO_MIN_ITEMS = 256
 #: 1.5-1.8 s inside the run on OpenVINO against 2.3-2.4 s on torch, ResNet-18 1.7-1.9 against
 #: 1.6-2.4 s; 160 photos, 2.8-3.5 against 7.3-8.3 s and 2.6-3.1 against 4.2-5.1 s.
 OPENVINO_MIN_ITEMS_CACHED = 32
+#: ... or, for a model that torch runs in fp32 because bf16 distorts it (``bf16_safe=False``:
+#: EfficientNet-Lite0, whose eager fp32 forward is 3.6x slower than OpenVINO's here), from this
+#: many. Measured cold (conversion included), `transferkit embed`, time inside the run: 96 photos
+#: 4.5-4.6 s on OpenVINO against 4.5-5.3 s on torch; 128: 4.2-4.9 against 6.2-6.5 s; 160: 4.6-4.7
+#: against 6.6-7.0 s.
+OPENVINO_MIN_ITEMS_FP32 = 128
 #: A conversion is used only if its fp32 outputs keep this cosine similarity to eager PyTorch.
 CONVERSION_MIN_COSINE = 0.9999
 #: Images of the first batch that eager PyTorch runs to check a new conversion (a wrong graph
@@ -218,8 +224,9 @@ class InferenceRunner:
             ``fp32`` or ``bf16``.
         min_cosine: fidelity bar of the ``auto`` check.
         expected_items: how many images will be run; ``auto`` picks OpenVINO only from
-            :data:`OPENVINO_MIN_ITEMS` on (None = many), or from :data:`OPENVINO_MIN_ITEMS_CACHED`
-            on when these weights' conversion is already cached.
+            :data:`OPENVINO_MIN_ITEMS` on (None = many), from :data:`OPENVINO_MIN_ITEMS_FP32` on
+            for a ``bf16_safe=False`` model, or from :data:`OPENVINO_MIN_ITEMS_CACHED` on when these
+            weights' conversion is already cached.
         preprocessing: the :class:`~transferkit.backbones.Preprocessing` of the weights;
             needed by :meth:`map_uint8` (normalisation of uint8 images).
         weights_key: identifies the weights for the conversion cache (see :func:`model_key`);
@@ -253,6 +260,11 @@ class InferenceRunner:
         self.requested = (backend, precision)
         self.min_cosine = float(min_cosine)
         self._key = weights_key
+        if bf16_safe is None:
+            from .backbones import backbone_bf16_safe
+
+            bf16_safe = backbone_bf16_safe(str(getattr(module, "name", ""))) if isinstance(module, torch.nn.Module) else True
+        self.bf16_safe = bool(bf16_safe)
         if self.device.type != "cpu":
             if backend == "openvino":
                 raise ConfigError("--backend openvino runs on the CPU only; use --backend torch (or auto) with --device cuda.")
@@ -263,11 +275,6 @@ class InferenceRunner:
             raise ConfigError("--backend openvino needs the openvino package: pip install openvino. Or use --backend torch.")
         self.backend = backend
         self.precision = precision
-        if bf16_safe is None:
-            from .backbones import backbone_bf16_safe
-
-            bf16_safe = backbone_bf16_safe(str(getattr(module, "name", ""))) if isinstance(module, torch.nn.Module) else True
-        self.bf16_safe = bool(bf16_safe)
         self._compiled = None
         self._ov_parts = None  # (core, model) once converted
         self._ov_blob_dir: str | None = None  # OpenVINO's compiled-blob cache
@@ -278,7 +285,7 @@ class InferenceRunner:
 
     def _openvino_pays(self, n: int | None) -> bool:
         """Whether ``n`` images repay converting (or, when cached, loading) the model for OpenVINO."""
-        if n is None or n >= OPENVINO_MIN_ITEMS:
+        if n is None or n >= OPENVINO_MIN_ITEMS or (not self.bf16_safe and n >= OPENVINO_MIN_ITEMS_FP32):
             return True
         if n < OPENVINO_MIN_ITEMS_CACHED:
             return False

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transferkit.accel import OPENVINO_MIN_ITEMS, OPENVINO_MIN_ITEMS_CACHED, InferenceRunner, openvino_available
+from transferkit.accel import (
+    OPENVINO_MIN_ITEMS,
+    OPENVINO_MIN_ITEMS_CACHED,
+    OPENVINO_MIN_ITEMS_FP32,
+    InferenceRunner,
+    openvino_available,
+)
 from transferkit.backbones import create_backbone
 from transferkit.errors import ConfigError
 
@@ -54,6 +60,19 @@ def test_small_jobs_stay_on_torch(backbone, tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     r = InferenceRunner(backbone, input_size=32, expected_items=OPENVINO_MIN_ITEMS - 1)
     assert r.backend == "torch"
+
+
+@needs_openvino
+def test_a_model_that_runs_fp32_on_torch_converts_sooner(backbone, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))  # nothing cached
+    assert OPENVINO_MIN_ITEMS_CACHED < OPENVINO_MIN_ITEMS_FP32 < OPENVINO_MIN_ITEMS
+    n = OPENVINO_MIN_ITEMS_FP32
+    assert InferenceRunner(backbone, input_size=32, expected_items=n, bf16_safe=False).backend == "openvino"
+    assert InferenceRunner(backbone, input_size=32, expected_items=n - 1, bf16_safe=False).backend == "torch"
+    assert InferenceRunner(backbone, input_size=32, expected_items=n, bf16_safe=True).backend == "torch"
+    named = torch.nn.Identity()  # by default the registry answers for the module's name
+    named.name = "efficientnet_lite0"
+    assert InferenceRunner(named, input_size=224, expected_items=n).backend == "openvino"
 
 
 @needs_openvino
