@@ -289,11 +289,29 @@ class _Trainer:
 
         if getattr(self, "_inference_runner", None) is None:
             bb = self.model.backbone
+            backend, precision = self._resumed_inference()
             self._inference_runner = InferenceRunner(bb, input_size=bb.preprocessing.input_size, device=self.device,
-                                                     backend=self.cfg.backend, precision=self.cfg.precision,
+                                                     backend=backend, precision=precision,
                                                      expected_items=len(self.splits.train) + len(self.splits.val),
                                                      preprocessing=bb.preprocessing)
         return self._inference_runner
+
+    def _resumed_inference(self) -> tuple[str, str]:
+        """Backend and precision for the frozen features: the config's, except that a resumed run whose
+        checkpoint recorded what ``auto`` chose repeats that choice. Otherwise a resume could compute
+        its features differently from the epochs before it (the choice depends on the conversion cache
+        and on the remembered bf16 verdict, which other jobs change), and not reproduce the
+        uninterrupted run. A recorded OpenVINO backend that is no longer installed is left to ``auto``."""
+        from .accel import openvino_available
+
+        backend, precision = self.cfg.backend, self.cfg.precision
+        used = (self.state or {}).get("inference")
+        used = used if isinstance(used, dict) else {}
+        if backend == "auto" and (used.get("backend") == "torch" or (used.get("backend") == "openvino" and openvino_available())):
+            backend = used["backend"]
+        if precision == "auto" and used.get("precision") in ("fp32", "bf16") and backend == used.get("backend"):
+            precision = used["precision"]
+        return backend, precision
 
     def _auto_decide(self) -> AutoDecision:
         """Probe how well the frozen pretrained features separate the classes (LOO kNN on a sample)."""
@@ -522,6 +540,8 @@ class _Trainer:
             "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else {}, "history": history, "best_acc": best_acc,
             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "skipped": self.skipped, "train_seconds": train_seconds,
+            # what `auto` chose for the frozen features, repeated on --resume (see _resumed_inference)
+            "inference": {k: v for k, v in (getattr(self, "inference_info", None) or {}).items() if k in ("backend", "precision")},
         }
         with atomic_path(self.out / CHECKPOINT_FILE) as tmp:
             torch.save(state, str(tmp))

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from transferkit import accel
 from transferkit.errors import ConfigError, DataError, DataNotFoundError, RunError, UnknownNameError
 from transferkit.model import load_model
 from transferkit.run import Run, compare, load_run
@@ -171,8 +172,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(strategy, request, sp
     with pytest.raises(RunError, match="already holds a run. Continue it with --resume"):
         train(split_data, strategy=strategy, epochs=3, out=out, **FAST)
 
+    # Meanwhile the environment changed so that `auto` would now pick OpenVINO for this many images
+    # (as when another job cached the same weights' conversion): the resume repeats what the run chose.
+    monkeypatch.setattr(accel, "OPENVINO_MIN_ITEMS", 1)
     resumed = train("ignored: the saved config is used", out=out, resume=True, quiet=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    if strategy == "feature-extraction":
+        assert resumed.metrics["inference"]["backend"] == reference.metrics["inference"]["backend"] == "torch"
+        assert resumed.metrics["inference"]["precision"] == reference.metrics["inference"]["precision"]
     for (a_tr, a_va), (b_tr, b_va) in zip(_losses(resumed), _losses(reference)):
         assert a_tr == pytest.approx(b_tr, abs=1e-5) and a_va == pytest.approx(b_va, abs=1e-5)
     assert resumed.metrics["val_loss"] == pytest.approx(reference.metrics["val_loss"], abs=1e-5)
