@@ -151,7 +151,8 @@ def train(
         precision: ``auto``: frozen features in bf16 only where they stay within cosine 0.999 of fp32,
             fine-tuning with bf16 autocast on CUDA and on CPUs with native bf16 (on the CPU not when
             most depthwise convolutions train, where bf16 measured slower); ``fp32``; ``bf16``.
-        resume: continue the run in ``out`` from its last completed epoch.
+        resume: continue the run in ``out`` from its last completed epoch (frozen features with the backend
+            and precision the run used, as its checkpoint records).
         quiet: no progress bars or messages.
 
     Returns:
