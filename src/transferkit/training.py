@@ -302,15 +302,17 @@ class _Trainer:
         checkpoint recorded what ``auto`` chose repeats that choice. Otherwise a resume could compute
         its features differently from the epochs before it (the choice depends on the conversion cache
         and on the remembered bf16 verdict, which other jobs change), and not reproduce the
-        uninterrupted run. A recorded OpenVINO backend that is no longer installed is left to ``auto``."""
-        from .accel import openvino_available
+        uninterrupted run. A recorded OpenVINO backend that is no longer installed, or bf16 on a CPU without
+        native bf16 (a resume on another machine), is left to ``auto``."""
+        from .accel import cpu_has_bf16, openvino_available
 
         backend, precision = self.cfg.backend, self.cfg.precision
         used = (self.state or {}).get("inference")
         used = used if isinstance(used, dict) else {}
         if backend == "auto" and (used.get("backend") == "torch" or (used.get("backend") == "openvino" and openvino_available())):
             backend = used["backend"]
-        if precision == "auto" and used.get("precision") in ("fp32", "bf16") and backend == used.get("backend"):
+        if precision == "auto" and backend == used.get("backend") and (
+                used.get("precision") == "fp32" or (used.get("precision") == "bf16" and (self.device.type != "cpu" or cpu_has_bf16()))):
             precision = used["precision"]
         return backend, precision
 
