@@ -61,7 +61,8 @@ OPENVINO_MIN_ITEMS = 256
 #: ... or, once a checked conversion of the same weights is cached, from this many images on.
 #: Measured with `transferkit embed` on a warm cache (2 cores): 32 photos, EfficientNet-Lite0
 #: 1.5-1.8 s inside the run on OpenVINO against 2.3-2.4 s on torch, ResNet-18 1.7-1.9 against
-#: 1.6-2.4 s; 160 photos, 2.8-3.5 against 7.3-8.3 s and 2.6-3.1 against 4.2-5.1 s.
+#: 1.6-2.4 s; 160 photos, EfficientNet-Lite0 3.4-3.5 against 7.3-8.3 s (re-measured with 157
+#: photos: 3.2-3.3 against 5.9-7.2 s), ResNet-18 2.6-3.1 against 4.2-5.1 s.
 OPENVINO_MIN_ITEMS_CACHED = 32
 #: ... or, for a model that torch runs in fp32 because bf16 distorts it (``bf16_safe=False``:
 #: EfficientNet-Lite0, whose eager fp32 forward is 3.6x slower than OpenVINO's here), from this

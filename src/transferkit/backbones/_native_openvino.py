@@ -83,21 +83,16 @@ class _Graph:
         self.size = (self.size + 2 - 3) // 2 + 1
         for layer in (m.layer1, m.layer2, m.layer3, m.layer4):
             for block in layer:
-                size_in = self.size
-                if isinstance(block, Bottleneck):
-                    out = self.conv_bn(x, block.conv1, block.bn1, "relu")
-                    out = self.conv_bn(out, block.conv2, block.bn2, "relu")
-                    out = self.conv_bn(out, block.conv3, block.bn3, None)
-                else:
-                    out = self.conv_bn(x, block.conv1, block.bn1, "relu")
-                    out = self.conv_bn(out, block.conv2, block.bn2, None)
-                size_out = self.size
-                if block.downsample is not None:
-                    self.size = size_in
+                identity, size_in = x, self.size
+                if block.downsample is not None:  # same output size as the main path, which starts again from size_in
                     identity = self.conv_bn(x, block.downsample[0], block.downsample[1], None)
-                else:
-                    identity = x
-                self.size = size_out
+                    self.size = size_in
+                convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+                if isinstance(block, Bottleneck):
+                    convs.append((block.conv3, block.bn3))
+                out = x
+                for i, (conv, bn) in enumerate(convs):
+                    out = self.conv_bn(out, conv, bn, "relu" if i < len(convs) - 1 else None)
                 x = ops.relu(ops.add(out, identity))
         return x
 
