@@ -20,6 +20,7 @@ Usage:
     .venv/bin/python benchmarks/bench_embed.py              # ~3.2k photos, both models
     .venv/bin/python benchmarks/bench_embed.py --repeat 3   # 3 interleaved rounds, median ratio
     .venv/bin/python benchmarks/bench_embed.py --quick      # 400 photos
+    .venv/bin/python benchmarks/bench_embed.py --datasets hymenoptera,flowers12   # camera photos only
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ from _common import (
 )
 
 
-def build_data(dest: Path, limit: int | None) -> int:
+DATASETS = ("hymenoptera", "flowers12", "neu_steel")
+
+
+def build_data(dest: Path, limit: int | None, datasets: tuple[str, ...] = DATASETS) -> int:
     files: dict[str, list[Path]] = {}
-    for ds in ("hymenoptera", "flowers12", "neu_steel"):
+    for ds in datasets:
         for cls, paths in images_by_class(ds).items():
             files.setdefault(f"{ds}_{cls}", []).extend(paths)
     return link_folder(dest, subsample(files, limit))
@@ -76,6 +80,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="400 photos instead of all ~3.2k")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--models", default="resnet18,efficientnet_lite0")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help="folders of ../shared/datasets to mix (e.g. hymenoptera,flowers12 for photos only)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of (spec, cold, warm) per model, interleaved; the verdict uses the median ratio")
     args = parser.parse_args()
@@ -83,10 +89,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tk-bench-embed-") as tmp:
         tmp = Path(tmp)
-        n = build_data(tmp / "data", limit)
+        datasets = tuple(args.datasets.split(","))
+        n = build_data(tmp / "data", limit, datasets)
         weights = save_resnet18_weights(tmp / "resnet18_seed0.pth")
         print(f"machine: {machine()}")
-        print(f"data: {n} photos (hymenoptera + flowers12 + neu_steel) in {tmp / 'data'}; {args.repeat} round(s)")
+        print(f"data: {n} photos ({' + '.join(datasets)}) in {tmp / 'data'}; {args.repeat} round(s)")
         rows = []
         ratios: dict[tuple[str, str], list[float]] = {}
         worst_cos: dict[str, float] = {}

@@ -220,12 +220,62 @@ def test_new_stores_table_is_opened_at_the_first_commit_existing_one_before_any_
     monkeypatch.setattr(Extractor, "iter_files", iter_files)
     store = tmp_path / "s"
     first = embed_folder(extractor, data, store, batch_size=4, chunk_size=8, quiet=True)
-    assert events == ["batch", "batch", "table", "batch"]  # the first commit comes after 8 images
+    # the first commit comes after 8 images, on the writer's thread while the third batch is made
+    assert events[:2] == ["batch", "batch"] and sorted(events[2:]) == ["batch", "table"]
     assert first.added == 12 and first.num_rows == 12 and EmbeddingStore.open(store).meta["data_root"] == str(data.resolve())
     events.clear()
     _png(data / "train" / "red" / "new.png", COLORS["red"], seed=99)
     second = embed_folder(extractor, data, store, batch_size=4, quiet=True)
     assert events == ["table", "batch"] and second.added == 1 and second.unchanged == 12
+
+
+def test_commits_run_beside_the_model(tmp_path, extractor, monkeypatch):
+    """A chunk is written on the store's writer thread: the next batch is embedded while the
+    first commit (LanceDB's import and the new table, ~1 s) is still running."""
+    import threading
+
+    data = make_split_folder(tmp_path / "d")  # 12 images
+    third_batch = threading.Event()
+    seen = {"upserts": 0, "overlapped": None, "threads": set()}
+    real_upsert, real_iter = EmbeddingStore.upsert, Extractor.iter_files
+
+    def upsert(self, rows):
+        seen["upserts"] += 1
+        seen["threads"].add(threading.current_thread().name)
+        if seen["upserts"] == 1:  # holds the first commit until the model has made the next batch
+            seen["overlapped"] = third_batch.wait(timeout=5)
+        return real_upsert(self, rows)
+
+    def iter_files(self, *args, **kwargs):
+        for n, batch in enumerate(real_iter(self, *args, **kwargs), 1):
+            if n == 3:
+                third_batch.set()
+            yield batch
+
+    monkeypatch.setattr(EmbeddingStore, "upsert", upsert)
+    monkeypatch.setattr(Extractor, "iter_files", iter_files)
+    rep = embed_folder(extractor, data, tmp_path / "s", batch_size=4, chunk_size=8, quiet=True)
+    assert seen["overlapped"] is True
+    assert seen["upserts"] == 2 and all(t.startswith("transferkit-store") for t in seen["threads"])
+    assert rep.added == rep.num_rows == 12
+
+
+def test_failed_commit_on_the_writer_thread_is_raised_and_earlier_chunks_kept(tmp_path, extractor, monkeypatch):
+    data = make_split_folder(tmp_path / "d", per_class=4)  # 16 images
+    calls = {"n": 0}
+    real = EmbeddingStore.upsert
+
+    def failing_upsert(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise StoreError("disk full (simulated)")
+        return real(self, rows)
+
+    monkeypatch.setattr(EmbeddingStore, "upsert", failing_upsert)
+    with pytest.raises(StoreError, match="disk full"):
+        embed_folder(extractor, data, tmp_path / "s", batch_size=2, chunk_size=4, quiet=True)
+    monkeypatch.setattr(EmbeddingStore, "upsert", real)
+    assert len(EmbeddingStore.open(tmp_path / "s")) == 4
 
 
 def test_store_that_cannot_be_created_is_a_store_error(tmp_path, extractor):
