@@ -45,7 +45,6 @@ from _common import (
     timed_run,
 )
 
-
 DATASETS = ("hymenoptera", "flowers12", "neu_steel")
 
 
