@@ -27,7 +27,16 @@ import torch
 from torch import nn
 
 from .backbones import Preprocessing
-from .data import UnreadableImageError, decode_threads, is_image_file, list_images, load_image, max_pixels_limit, prefetch_batches
+from .data import (
+    UnreadableImageError,
+    decode_jpeg_rgbx,
+    decode_threads,
+    is_image_file,
+    list_images,
+    load_image,
+    max_pixels_limit,
+    prefetch_batches,
+)
 from .errors import ConfigError, DataError, DataNotFoundError
 from .store import EmbeddingStore, normalize
 
@@ -415,6 +424,7 @@ class _FileDataset:
     def __init__(self, paths: list[Path], pre: Preprocessing, *, exact: bool = False):
         self.paths = paths
         self.pre = pre
+        self.exact = exact  # PIL's resize, as torchvision does it; JPEGs are then decoded by PIL too
         self.transform = pre.resize_crop_transform(exact=exact)  # uint8 HWC; normalised per batch (or by OpenVINO)
         self.max_pixels = max_pixels_limit()  # resolved once, here, so a bad setting fails before decoding starts
 
@@ -430,9 +440,13 @@ class _FileDataset:
             return None, i, None, f"cannot read file ({exc.strerror or exc})"
         info = {"fingerprint": hashlib.blake2b(data, digest_size=16).hexdigest(), "size": st.st_size, "mtime": st.st_mtime_ns}
         try:
-            # decode first: load_image applies the pixel limit before PIL allocates anything
-            im = load_image(io.BytesIO(data), max_pixels=self.max_pixels, draft_size=self.pre.resize_size, keep_gray=True)
-            info["width"], info["height"] = _oriented_size(data)
+            im = None if self.exact else decode_jpeg_rgbx(data, max_pixels=self.max_pixels, draft_size=self.pre.resize_size)
+            if im is not None:  # a plain JPEG, upright: its size is the array's
+                info["width"], info["height"] = im.shape[1], im.shape[0]
+            else:
+                # decode first: load_image applies the pixel limit before PIL allocates anything
+                im = load_image(io.BytesIO(data), max_pixels=self.max_pixels, draft_size=self.pre.resize_size, keep_gray=True)
+                info["width"], info["height"] = _oriented_size(data)
             return self.transform(im), i, info, None
         except UnreadableImageError as exc:
             reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", path.name, str(exc))

@@ -312,3 +312,93 @@ def test_load_image_keep_gray(tmp_path):
     assert load_image(tmp_path / "g.png").mode == "RGB"
     assert load_image(tmp_path / "g.png", keep_gray=True).mode == "L"
     assert load_image(tmp_path / "c.png", keep_gray=True).mode == "RGB"
+
+
+def _jpeg_bytes(im, **save) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("variant, size", [
+    ({"subsampling": 0, "quality": 95}, (500, 375)),  # 4:4:4
+    ({"subsampling": 1}, (375, 500)),  # 4:2:2
+    ({"subsampling": 2}, (333, 500)),  # 4:2:0, odd width
+    ({"progressive": True}, (500, 375)),
+    ({"grey": True}, (640, 427)),
+    ({"subsampling": 2}, (341, 256)),  # already at the resize size: crop only
+])
+def test_jpeg_fast_decode_gives_pils_pixels(interpolation, variant, size):
+    """simplejpeg and Pillow both run libjpeg-turbo with its defaults: the decoded arrays, and the
+    224 px crops the decoders hand on, are identical."""
+    from transferkit.backbones import Preprocessing
+    from transferkit.data import decode_jpeg_rgbx
+
+    variant = dict(variant)
+    im = _photo_like(*size, "L" if variant.pop("grey", False) else "RGB", seed=5)
+    data = _jpeg_bytes(im, **variant)
+    arr = decode_jpeg_rgbx(data, draft_size=256)
+    assert arr is not None and arr.shape == (size[1], size[0], 4) and arr.dtype == np.uint8
+    import io
+
+    pil = load_image(io.BytesIO(data), keep_gray=True)
+    np.testing.assert_array_equal(arr[:, :, :3], np.asarray(pil.convert("RGB")))
+    for exact in (False, True):
+        transform = Preprocessing(interpolation=interpolation).resize_crop_transform(exact=exact)
+        np.testing.assert_array_equal(transform(arr), transform(pil))
+
+
+def test_jpeg_fast_decode_leaves_the_rest_to_pillow(tmp_path):
+    import io
+
+    from transferkit.data import DRAFT_HEADROOM, decode_jpeg_rgbx
+
+    photo = _photo_like(120, 90, "RGB")
+    plain = _jpeg_bytes(photo)
+    assert decode_jpeg_rgbx(plain) is not None
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    assert decode_jpeg_rgbx(_jpeg_bytes(photo, exif=exif.tobytes())) is None  # needs rotating
+    assert decode_jpeg_rgbx(_jpeg_bytes(photo.convert("CMYK"))) is None
+    assert decode_jpeg_rgbx(plain[: len(plain) // 2]) is None  # truncated: load_image decides (and reports)
+    assert decode_jpeg_rgbx(plain, max_pixels=120 * 90 - 1) is None  # load_image refuses it with its message
+    assert decode_jpeg_rgbx(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30) is None and decode_jpeg_rgbx(b"") is None
+    side = 4 * 64 * DRAFT_HEADROOM  # load_image drafts this to half size for a 64 px resize, not for 129 px
+    big = _jpeg_bytes(Image.new("RGB", (side, side), (9, 9, 9)))
+    assert load_image(io.BytesIO(big), draft_size=64).size == (side // 2, side // 2)
+    assert decode_jpeg_rgbx(big, draft_size=64) is None
+    assert load_image(io.BytesIO(big), draft_size=129).size == (side, side)
+    assert decode_jpeg_rgbx(big, draft_size=129).shape == (side, side, 4)
+
+
+def test_embedding_decoders_use_the_fast_jpeg_path_with_the_same_items(tmp_path, monkeypatch):
+    import simplejpeg
+
+    import transferkit.embed as embed
+    from transferkit.backbones import Preprocessing
+
+    paths = []
+    for k, (size, variant) in enumerate([((500, 375), {}), ((300, 420), {"progressive": True}), ((64, 48), {})]):
+        paths.append(tmp_path / f"{k}.jpg")
+        paths[-1].write_bytes(_jpeg_bytes(_photo_like(*size, "RGB", seed=k), **variant))
+    _photo_like(200, 150, "RGB").save(tmp_path / "p.png")
+    paths.append(tmp_path / "p.png")
+    calls = []
+    real = simplejpeg.decode_jpeg
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pre = Preprocessing(interpolation="bicubic")
+    fast = [embed._FileDataset(paths, pre)[i] for i in range(len(paths))]
+    assert len(calls) == 3  # the three JPEGs
+    monkeypatch.setattr(embed, "decode_jpeg_rgbx", lambda *a, **k: None)
+    slow = [embed._FileDataset(paths, pre)[i] for i in range(len(paths))]
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:] and a[2]["width"] > 0
+    calls.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", lambda *a, **k: calls.append(1) or real(*a, **k))
+    embed._FileDataset(paths, pre, exact=True)[0]
+    assert calls == []  # --exact-resize decodes with Pillow, as torchvision does
