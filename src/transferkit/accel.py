@@ -461,6 +461,15 @@ class InferenceRunner:
         u8 = x_u8 is not None
         graph = self._ov_uint8_model(core, model) if u8 else model
         sample = _planar(x_u8) if u8 else x
+        if self._unverified and check and want_bf16:  # a first run: both checks at once if bf16 is that close
+            compiled = self._ov_compile(core, graph, True, throughput=u8)
+            if self._verify_conversion(self._ov_run(compiled, sample), x, bf16=True):
+                self.info["check_min_cosine"] = round(self.info["conversion_min_cosine"], 6)
+                if u8:
+                    self._compiled_u8 = compiled
+                else:
+                    self._compiled = compiled
+                return "bf16"
         fp32 = ref = None
         if self._unverified or check or not want_bf16:
             fp32 = self._ov_compile(core, graph, False, throughput=u8)
@@ -482,17 +491,29 @@ class InferenceRunner:
             self._compiled = compiled
         return prec
 
-    def _verify_conversion(self, out: torch.Tensor, x: torch.Tensor) -> bool:
-        """Compare the OpenVINO fp32 outputs with eager PyTorch on the same images; record the verdict in the cache."""
-        x, out = x[:_CONVERSION_CHECK_IMAGES], out[:_CONVERSION_CHECK_IMAGES]
+    def _verify_conversion(self, out: torch.Tensor, x: torch.Tensor, *, bf16: bool = False) -> bool:
+        """Compare OpenVINO's outputs with eager PyTorch fp32 on the same images; record the verdict in the cache.
+
+        ``out`` is normally the fp32 graph's, on the first :data:`_CONVERSION_CHECK_IMAGES`. On
+        a first run that tries bf16 (``bf16=True``) it is the bf16 graph's on all the check
+        images: within :data:`CONVERSION_MIN_COSINE` of eager fp32 (ResNet-18's are, at
+        0.99999), that passes the conversion and bf16's own bar (0.999) at once and saves
+        compiling and running the fp32 graph (0.8-0.9 s of a 2.0-2.1 s cold set-up for ResNet-18
+        on 2 cores). A bf16 miss is neither recorded nor logged: the fp32 graph is checked next.
+        """
+        if not bf16:
+            x, out = x[:_CONVERSION_CHECK_IMAGES], out[:_CONVERSION_CHECK_IMAGES]
         with torch.inference_mode():
             ref = self.module.cpu()(x.cpu().contiguous(memory_format=torch.channels_last)).float()
         ref = ref.reshape(len(ref), -1)
         worst = float(torch.nn.functional.cosine_similarity(out.float().reshape(len(ref), -1), ref, dim=1).min())
         ok = worst >= CONVERSION_MIN_COSINE
         self.info["conversion_min_cosine"] = round(worst, 7)
+        if bf16 and not ok:
+            return False
         _write_record(_ov_cache_file(self._weights_key(), ".json"), {
-            "dim": int(ref.shape[1]), "conversion_ok": ok, "conversion_min_cosine": worst, "input_size": self.input_size})
+            "dim": int(ref.shape[1]), "conversion_ok": ok, "conversion_min_cosine": worst, "input_size": self.input_size,
+            "checked_precision": "bf16" if bf16 else "fp32"})
         self._unverified = False
         if not ok:
             log.warning("OpenVINO's conversion of this model differs from PyTorch (cosine %.5f < %s on the first images); "

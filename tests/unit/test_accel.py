@@ -345,6 +345,36 @@ def test_a_conversion_that_differs_from_pytorch_is_not_used(backbone, x, tmp_pat
 
 
 @needs_openvino
+@pytest.mark.parametrize("conversion_bar, compiles, checked", [
+    (0.9999, [True], "bf16"),  # bf16 within the conversion bar of eager fp32: one graph compiled, both checks passed
+    (0.999999, [True, False, True], "fp32"),  # bf16 (0.999995 here) within 0.999, not that close: fp32 checked as before
+])
+def test_first_run_trying_bf16_checks_the_conversion_on_the_bf16_graph(backbone, x, tmp_path, monkeypatch,
+                                                                      conversion_bar, compiles, checked):
+    """A cold run that tries bf16 compares the bf16 graph with eager fp32 first; within the conversion's
+    bar, that passes both checks and the fp32 graph is never compiled (0.8-0.9 s of ResNet-18's cold set-up)."""
+    import transferkit.accel as accel
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(accel, "CONVERSION_MIN_COSINE", conversion_bar)
+    seen, real = [], InferenceRunner._ov_compile
+
+    def compile_(self, core, model, bf16, **kw):
+        seen.append(bf16)
+        return real(self, core, model, bf16, **kw)
+
+    monkeypatch.setattr(InferenceRunner, "_ov_compile", compile_)
+    r = InferenceRunner(backbone, input_size=32, backend="openvino", precision="auto")
+    out = r(x)
+    assert seen == compiles and r.info["precision"] == "bf16" and r.backend == "openvino"
+    record = accel.cached_model_info(r._weights_key())
+    assert record["conversion_ok"] is True and record["checked_precision"] == checked
+    cos = torch.nn.functional.cosine_similarity(out, _ref(backbone, x), dim=1)
+    assert float(cos.min()) >= 0.999 and r.info["check_min_cosine"] >= 0.999
+
+
+@needs_openvino
 def test_warm_bf16_check_runs_without_the_module(backbone, x, tmp_path, monkeypatch):
     import transferkit.accel as accel
 
