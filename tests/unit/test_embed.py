@@ -169,7 +169,10 @@ def test_unreadable_skipped_listed_and_warned(tmp_path, extractor, caplog):
     assert "Skipped unreadable image" in caplog.text and "broken.png" in caplog.text
 
 
-def test_killed_run_is_completed_by_rerun(tmp_path, extractor, monkeypatch):
+@pytest.mark.parametrize("error", [KeyboardInterrupt, StoreError("disk full (simulated)")])
+def test_killed_run_is_completed_by_rerun(tmp_path, extractor, monkeypatch, error):
+    """A commit that fails on the writer's thread (Ctrl-C, a write error) stops the run with that error;
+    the chunks before it stay committed and a re-run completes the store."""
     data = make_split_folder(tmp_path / "data", per_class=5)  # 20 images
     calls = {"n": 0}
     real = EmbeddingStore.upsert
@@ -177,11 +180,11 @@ def test_killed_run_is_completed_by_rerun(tmp_path, extractor, monkeypatch):
     def dying_upsert(self, rows):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            raise error
         return real(self, rows)
 
     monkeypatch.setattr(EmbeddingStore, "upsert", dying_upsert)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt if error is KeyboardInterrupt else StoreError):
         embed_folder(extractor, data, tmp_path / "store", batch_size=2, chunk_size=4, progress=False)
     monkeypatch.setattr(EmbeddingStore, "upsert", real)
     assert len(EmbeddingStore.open(tmp_path / "store")) == 8
@@ -258,24 +261,6 @@ def test_commits_run_beside_the_model(tmp_path, extractor, monkeypatch):
     assert seen["overlapped"] is True
     assert seen["upserts"] == 2 and all(t.startswith("transferkit-store") for t in seen["threads"])
     assert rep.added == rep.num_rows == 12
-
-
-def test_failed_commit_on_the_writer_thread_is_raised_and_earlier_chunks_kept(tmp_path, extractor, monkeypatch):
-    data = make_split_folder(tmp_path / "d", per_class=4)  # 16 images
-    calls = {"n": 0}
-    real = EmbeddingStore.upsert
-
-    def failing_upsert(self, rows):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise StoreError("disk full (simulated)")
-        return real(self, rows)
-
-    monkeypatch.setattr(EmbeddingStore, "upsert", failing_upsert)
-    with pytest.raises(StoreError, match="disk full"):
-        embed_folder(extractor, data, tmp_path / "s", batch_size=2, chunk_size=4, quiet=True)
-    monkeypatch.setattr(EmbeddingStore, "upsert", real)
-    assert len(EmbeddingStore.open(tmp_path / "s")) == 4
 
 
 def test_store_that_cannot_be_created_is_a_store_error(tmp_path, extractor):
