@@ -483,8 +483,18 @@ def test_stopping_early_leaves_no_request_running_at_exit(tmp_path):
         "    if n >= 64: break\n"
         "print('stopped at', n, ex.inference_info['backend'])"
     )
+    # A batch is reported done from inside its last request's callback; with that callback made slow
+    # after it signals, a process that did not wait for callbacks to return aborted every time
+    # ("FATAL: exception not rethrown", rc 134; by chance 1 run in 24 otherwise).
+    slow_callbacks = (
+        "import time, transferkit.accel as accel\n"
+        "real = accel._Job.on_done\n"
+        "def on_done(request, userdata):\n"
+        "    real(request, userdata); time.sleep(0.3)\n"
+        "accel._Job.on_done = staticmethod(on_done)\n"
+    )
     env = dict(os.environ, TRANSFERKIT_CACHE=str(tmp_path / "cache"))
-    for _ in range(2):  # cold, then warm
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    for prefix in ("", "", slow_callbacks):  # cold, warm, warm with slow callbacks
+        proc = subprocess.run([sys.executable, "-c", prefix + code], env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-500:]
         assert proc.stdout.strip().splitlines()[-1] == "stopped at 64 openvino"
