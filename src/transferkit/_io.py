@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,27 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+#: The names :func:`atomic_path` gives its temporary files: ``.<name>.<8 random characters>.tmp``.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in ``folder``.
+
+    Only for a folder no live process writes to (a run being resumed): a live writer's
+    temporary file has the same name pattern. Returns the files removed.
+    """
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -193,6 +193,10 @@ def _load_resume(out_dir: Path) -> tuple[TrainConfig, dict | None]:
         raise RunError(f"Cannot resume {out_dir}: corrupt {CONFIG_FILE} ({exc}). Start a new run.") from None
     if raw.get("resolved_strategy"):
         cfg._resolved = raw  # type: ignore[attr-defined]
+    from ._io import remove_stale_temps
+
+    for p in remove_stale_temps(out_dir):  # a run killed while saving leaves its half-written file
+        logging.getLogger("transferkit").info("Removed %s, left by the interrupted run.", p.name)
     state = None
     ckpt = out_dir / CHECKPOINT_FILE
     if ckpt.exists():
