@@ -196,6 +196,22 @@ def test_resume_of_a_complete_run_is_a_no_op(fe_run):
     assert files == {f: ((fe_run.path / f).stat().st_mtime_ns, (fe_run.path / f).read_bytes()) for f in RUN_FILES}
 
 
+def test_resume_removes_the_half_written_files_of_a_killed_run(fe_run, tmp_path, caplog):
+    """A run killed while saving leaves ``.checkpoint.pt.<random>.tmp``; resuming deletes it and
+    leaves other files alone (the interrupt test met this when SIGKILL landed mid-save)."""
+    out = tmp_path / "copy"
+    shutil.copytree(fe_run.path, out)
+    stale = [out / ".checkpoint.pt.k3x_9abq.tmp", out / ".model.safetensors.0aa1b2c3.tmp"]
+    kept = [out / ".notes.tmp", out / "mine.tmp", out / ".checkpoint.pt.TOOLONG123.tmp"]
+    for p in stale + kept:
+        p.write_bytes(b"partial")
+    with caplog.at_level("INFO", logger="transferkit"):
+        again = train("unused", out=out, resume=True, quiet=True)
+    assert again.metrics == fe_run.metrics
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert "Removed .checkpoint.pt.k3x_9abq.tmp, left by the interrupted run" in caplog.text
+
+
 def test_resume_without_a_run_is_a_run_error(tmp_path):
     with pytest.raises(RunError, match=r"Nothing to resume in .*config\.json is missing\. Start a new run without --resume"):
         train("unused", out=tmp_path / "nothing", resume=True, quiet=True)
