@@ -157,7 +157,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, d
                 # requested size so the antialiased resize that follows gives the same
                 # embedding: drafting straight to the target measured cosine 0.98 to the full
                 # decode on some photos.
-                scale = min(w, h) / (draft_size * DRAFT_HEADROOM)
+                scale = _draft_scale(w, h, draft_size)
                 if scale >= 2:
                     im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
             im.load()
@@ -170,6 +170,11 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = _FROM_ENV, d
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnreadableImageError(msg[:200]) from None
+
+
+def _draft_scale(w: int, h: int, draft_size: int) -> float:
+    """How many times larger than :data:`DRAFT_HEADROOM` x ``draft_size`` the short side is; JPEGs at 2 or more are drafted."""
+    return min(w, h) / (draft_size * DRAFT_HEADROOM)
 
 
 def decode_jpeg_rgbx(data: bytes, *, max_pixels: int | None = _FROM_ENV, draft_size: int | None = None):
@@ -199,7 +204,7 @@ def decode_jpeg_rgbx(data: bytes, *, max_pixels: int | None = _FROM_ENV, draft_s
     limit = _resolve_max_pixels(max_pixels)
     if colorspace not in ("YCbCr", "Gray") or (limit is not None and w * h > limit):
         return None
-    if draft_size and min(w, h) / (draft_size * DRAFT_HEADROOM) >= 2:  # load_image's draft condition
+    if draft_size and _draft_scale(w, h, draft_size) >= 2:  # load_image drafts it
         return None
     from PIL import Image
 

@@ -462,8 +462,6 @@ class _Trainer:
         self.val_feats, self.val_labels = va.features.to(self.device), va.labels.to(self.device)
 
     def _note_skipped(self, images: ImageSet, skipped: dict[int, str]) -> None:
-        import logging
-
         for i, reason in skipped.items():
             p = str(images.paths[i])
             if p not in self.skipped:
