@@ -422,7 +422,10 @@ class InferenceRunner:
     @staticmethod
     def _ov_run(compiled, x) -> torch.Tensor:
         x = x.contiguous().numpy() if isinstance(x, torch.Tensor) else np.ascontiguousarray(x)
-        out = compiled(x)[0]
+        # share_inputs=False: with its default (True) OpenVINO binds x's memory to the compiled graph's
+        # own request, and a queue made later on the same graph (map_uint8's) copied other images into
+        # that memory, i.e. into the caller's batch (the first batch of a folder, after the set-up's check)
+        out = compiled(x, share_inputs=False)[0]
         return torch.from_numpy(out.copy())
 
     # -- setup with the fidelity check -----------------------------------------------------------

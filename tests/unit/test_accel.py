@@ -418,3 +418,27 @@ def test_conversion_falls_back_to_openvino_convert_model(backbone, x, tmp_path, 
     slow = InferenceRunner(backbone, input_size=32, backend="openvino", precision="fp32")
     torch.testing.assert_close(slow(x), _ref(backbone, x), atol=1e-4, rtol=1e-4)
     assert used == ["convert_model"] and slow.info["conversion_min_cosine"] >= 0.9999
+
+
+@needs_openvino
+@pytest.mark.parametrize("precision, images", [("auto", 40), ("fp32", 8)])
+def test_map_uint8_never_writes_into_the_callers_batches(backbone, tmp_path, monkeypatch, precision, images):
+    """The set-up runs the compiled graph once on the first images; OpenVINO's ``compiled(x)`` binds
+    ``x``'s memory to an internal request, and requests of a queue made later on the same compiled
+    graph then copied other images into it: the caller's first batch was overwritten (seen in a
+    script that reused the batch)."""
+    import numpy as np
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))  # a cold cache: the set-up runs the checks
+    rng = np.random.default_rng(5)
+    # planar memory, as the decoders stack a batch; more batches than requests. ``auto`` checks bf16 on the
+    # first 16 images (40 fill two requests and a part); the fp32 conversion check runs on the first 8
+    batches = [np.ascontiguousarray(rng.integers(0, 256, (images, 3, 32, 32), dtype=np.uint8)).transpose(0, 2, 3, 1)
+               for _ in range(6)]
+    copies = [b.copy() for b in batches]
+    r = InferenceRunner(backbone, input_size=32, backend="openvino", precision=precision,
+                        preprocessing=backbone.preprocessing)
+    out = [y for y, _ in r.map_uint8(iter([(b, i) for i, b in enumerate(batches)]))]
+    assert r.info["backend"] == "openvino" and len(out) == 6
+    for b, c in zip(batches, copies):
+        np.testing.assert_array_equal(b, c)
