@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from ._io import atomic_path, write_json_atomic, write_text_atomic
+from ._io import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
 from ._ui import UI
 from .backbones import create_backbone
 from .data import DatasetSplits, ImageSet, discover
@@ -28,6 +28,8 @@ from .engine import FeatureBatch, autocast_for, compute_features, make_loader, r
 from .errors import ConfigError, DataError, RunError
 from .model import TransferModel, save_model
 from .strategies import AutoDecision, choose_auto, get_strategy, knn_probe_accuracy
+
+log = logging.getLogger("transferkit")
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "none")
@@ -194,10 +196,8 @@ def _load_resume(out_dir: Path) -> tuple[TrainConfig, dict | None]:
         raise RunError(f"Cannot resume {out_dir}: corrupt {CONFIG_FILE} ({exc}). Start a new run.") from None
     if raw.get("resolved_strategy"):
         cfg._resolved = raw  # type: ignore[attr-defined]
-    from ._io import remove_stale_temps
-
     for p in remove_stale_temps(out_dir):  # a run killed while saving leaves its half-written file
-        logging.getLogger("transferkit").info("Removed %s, left by the interrupted run.", p.name)
+        log.info("Removed %s, left by the interrupted run.", p.name)
     state = None
     ckpt = out_dir / CHECKPOINT_FILE
     if ckpt.exists():
@@ -465,7 +465,7 @@ class _Trainer:
         for i, reason in skipped.items():
             p = str(images.paths[i])
             if p not in self.skipped:
-                logging.getLogger("transferkit").warning("Skipped unreadable image %s: %s", p, reason)
+                log.warning("Skipped unreadable image %s: %s", p, reason)
             self.skipped[p] = reason
 
     def _train_epoch_cached(self, epoch, opt, criterion):
