@@ -184,7 +184,7 @@ def test_killed_run_is_completed_by_rerun(tmp_path, extractor, monkeypatch, erro
         return real(self, rows)
 
     monkeypatch.setattr(EmbeddingStore, "upsert", dying_upsert)
-    with pytest.raises(KeyboardInterrupt if error is KeyboardInterrupt else StoreError):
+    with pytest.raises(KeyboardInterrupt) if error is KeyboardInterrupt else pytest.raises(StoreError, match="disk full"):
         embed_folder(extractor, data, tmp_path / "store", batch_size=2, chunk_size=4, progress=False)
     monkeypatch.setattr(EmbeddingStore, "upsert", real)
     assert len(EmbeddingStore.open(tmp_path / "store")) == 8
