@@ -58,7 +58,7 @@ def build_data(dest: Path, limit: int | None, datasets: tuple[str, ...] = DATASE
 
 
 def store_vectors(store: Path) -> dict[str, np.ndarray]:
-    from transferkit.store import EmbeddingStore
+    from transferkit.store.store import EmbeddingStore
 
     snap = EmbeddingStore.open(store).snapshot()
     return {os.path.realpath(p): v for p, v in zip(snap["path"], snap["vectors"])}

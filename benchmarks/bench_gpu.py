@@ -3,11 +3,11 @@
 What it measures, on synthetic 224-px images (no data needed), for ``resnet18`` (seeded random
 weights; speed and fidelity only) and ``efficientnet_lite0`` (bundled ImageNet weights):
 
-- frozen inference through :class:`transferkit.accel.InferenceRunner` (the path ``embed`` and
+- frozen inference through :class:`transferkit.inference.runner.InferenceRunner` (the path ``embed`` and
   feature-extraction training use): ``fp32`` against ``auto`` (autocast on CUDA), uint8 batches
   copied from pinned memory and normalised on the GPU; min cosine of auto to fp32;
 - one fine-tuning step (forward, backward, AdamW) at batch 64: fp32 against the autocast dtype
-  ``transferkit`` picks (:func:`transferkit.engine.training_autocast_dtype`).
+  ``transferkit`` picks (:func:`transferkit.inference.policy.training_autocast_dtype`).
 
 Usage (on a machine with CUDA; exits with a message elsewhere):
     .venv/bin/python benchmarks/bench_gpu.py [--steps 20] [--quick]
@@ -29,8 +29,8 @@ def _sync() -> None:
 
 
 def inference(model_name: str, steps: int) -> list[dict]:
-    from transferkit.accel import InferenceRunner
     from transferkit.backbones import create_backbone
+    from transferkit.inference.runner import InferenceRunner
 
     bb = create_backbone(model_name, weights="none" if model_name == "resnet18" else "default").eval()
     pre = bb.preprocessing
@@ -55,8 +55,8 @@ def inference(model_name: str, steps: int) -> list[dict]:
 
 def finetune(model_name: str, steps: int) -> list[dict]:
     from transferkit.backbones import create_backbone
-    from transferkit.engine import training_autocast_dtype
-    from transferkit.training import train_step
+    from transferkit.inference.policy import training_autocast_dtype
+    from transferkit.training.trainer import train_step
 
     dev = torch.device("cuda")
     bb = create_backbone(model_name, weights="none" if model_name == "resnet18" else "default")

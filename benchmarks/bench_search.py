@@ -5,7 +5,7 @@ fails): L2-normalised points around ``--clusters`` class centres, each class wit
 16-dimensional spread plus isotropic noise. Queries are fresh draws from the same
 distribution (not in the database).
 
-Exact: ``transferkit.search.exact_topk`` (the store's exact search) vs faiss ``IndexFlatIP``
+Exact: ``transferkit.store.search.exact_topk`` (the store's exact search) vs faiss ``IndexFlatIP``
 for one batch of ``--queries`` queries over ``--n-exact`` vectors; best of ``--repeats``,
 interleaved. ANN: the index ``transferkit index`` builds (``build_ann_index``: IVF-Flat from
 100k vectors, HNSW below; search parameter tuned at build time to recall@10 >= 0.95) over
@@ -65,7 +65,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def main() -> None:
     import faiss
 
-    from transferkit.search import _set_search_param, build_ann_index, exact_topk
+    from transferkit.store.search import _set_search_param, build_ann_index, exact_topk
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ANN over 50k instead of 1M")

@@ -1,4 +1,4 @@
-"""Time openTSNE (as used by ``transferkit.viz.project``) against scikit-learn's TSNE defaults.
+"""Time openTSNE (as used by ``transferkit.viz.projection.project``) against scikit-learn's TSNE defaults.
 
 Data: ``--n`` L2-normalised vectors in ``--dim`` dimensions drawn around ``--clusters``
 random centres at distance 0.15 from the origin. Each cluster has its own low-rank spread
@@ -66,10 +66,10 @@ def main() -> None:
 
     from sklearn.manifold import TSNE as SkTSNE
 
-    from transferkit.viz import project
+    from transferkit.viz.projection import project
 
     if args.store:
-        from transferkit.store import EmbeddingStore
+        from transferkit.store.store import EmbeddingStore
 
         snap = EmbeddingStore.open(args.store).snapshot()
         x = np.asarray(snap["vectors"], dtype=np.float32)[: args.n]

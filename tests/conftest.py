@@ -127,8 +127,8 @@ def synth():
 
 @pytest.fixture
 def runner_bf16_flags(monkeypatch) -> list[bool]:
-    """The ``bf16_safe`` every :class:`~transferkit.accel.InferenceRunner` built during the test settled on, in order."""
-    from transferkit.accel import InferenceRunner
+    """The ``bf16_safe`` every :class:`~transferkit.inference.runner.InferenceRunner` built during the test settled on, in order."""
+    from transferkit.inference.runner import InferenceRunner
 
     seen: list[bool] = []
     real_init = InferenceRunner.__init__

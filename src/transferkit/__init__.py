@@ -27,17 +27,17 @@ _EXPORTS = {
     "create_backbone": "backbones", "list_backbones": "backbones", "get_backbone_spec": "backbones",
     "Preprocessing": "backbones", "register_backbone": "backbones",
     # strategies
-    "get_strategy": "strategies", "FeatureExtraction": "strategies", "PartialFineTuning": "strategies",
-    "FullFineTuning": "strategies", "choose_auto": "strategies",
+    "get_strategy": "strategies.builtin", "FeatureExtraction": "strategies.builtin", "PartialFineTuning": "strategies.builtin",
+    "FullFineTuning": "strategies.builtin", "choose_auto": "strategies.builtin",
     # data
-    "discover": "data", "load_image": "data",
+    "discover": "data.images", "load_image": "data.images",
     # training and runs
-    "train": "training", "Run": "run", "load_run": "run", "compare": "run", "TransferModel": "model",
+    "train": "training.trainer", "Run": "training.run", "load_run": "training.run", "compare": "training.run", "TransferModel": "training.model",
     # embeddings, store, search, visualisation, pipeline
-    "FeatureExtractor": "embed", "Extractor": "embed", "embed_folder": "embed",
-    "EmbeddingStore": "store",
-    "cosine_similarity": "search", "SemanticSearch": "search", "build_index": "search", "search_eval": "search",
-    "project": "viz", "plot_png": "viz", "plot_html": "viz",
+    "FeatureExtractor": "embed.extractor", "Extractor": "embed.extractor", "embed_folder": "embed.extractor",
+    "EmbeddingStore": "store.store",
+    "cosine_similarity": "store.search", "SemanticSearch": "store.search", "build_index": "store.search", "search_eval": "store.search",
+    "project": "viz.projection", "plot_png": "viz.projection", "plot_html": "viz.projection",
     "pipeline": "workflow", "PipelineResult": "workflow",
 }
 

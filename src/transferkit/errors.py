@@ -2,8 +2,14 @@
 
 Every error a user can cause is a :class:`TransferKitError`. Each also subclasses the
 matching built-in so that callers who catch ``ValueError`` or ``FileNotFoundError`` keep
-working. The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``;
-anything that is not a ``TransferKitError`` is a bug and keeps its traceback.
+working. The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``: 2 for
+a usage, configuration or data mistake the user fixes by changing the call or the files, 1
+for a runtime failure (weights that cannot be obtained, a damaged run or store). Anything
+that is not a ``TransferKitError`` is a bug and keeps its traceback.
+
+Messages name parameters as Python does, in backticks (```top_k` must be ...``), never as
+CLI flags: a web app or a notebook shows them too. The CLI renders known parameter names
+as its flags (``--top-k``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from collections.abc import Iterable
 class TransferKitError(Exception):
     """Base class of every error transferkit raises on purpose."""
 
-    exit_code = 2
+    #: 1: a runtime failure; subclasses for the user's own mistakes use 2.
+    exit_code = 1
 
 
 class ConfigError(TransferKitError, ValueError):
     """A bad option value or combination of options."""
+
+    exit_code = 2
 
 
 class UnknownNameError(ConfigError, KeyError):
@@ -31,6 +40,8 @@ class UnknownNameError(ConfigError, KeyError):
 
 class DataError(TransferKitError, ValueError):
     """The dataset cannot be used: missing, empty, one class, ..."""
+
+    exit_code = 2
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
@@ -44,13 +55,31 @@ class WeightsUnavailableError(TransferKitError, RuntimeError):
 class UnsafeFileError(TransferKitError, ValueError):
     """A file would need unsafe deserialisation (arbitrary pickled code) to load."""
 
+    exit_code = 2
+
 
 class RunError(TransferKitError, ValueError):
-    """A run directory is missing, incomplete, corrupt or incompatible."""
+    """A run directory is missing, not a run, or already holds a run (the user points elsewhere)."""
+
+    exit_code = 2
+
+
+class CorruptRunError(RunError):
+    """A run directory's files are damaged, incomplete or incompatible."""
+
+    exit_code = 1
 
 
 class StoreError(TransferKitError, ValueError):
-    """An embedding store is missing, corrupt or incompatible."""
+    """An embedding store is missing, not a store, or cannot take what was asked (empty, unlabelled)."""
+
+    exit_code = 2
+
+
+class CorruptStoreError(StoreError):
+    """An embedding store's files are damaged or of another format version."""
+
+    exit_code = 1
 
 
 class ModelMismatchError(StoreError):
@@ -59,6 +88,8 @@ class ModelMismatchError(StoreError):
 
 class MissingDependencyError(TransferKitError, ImportError):
     """An optional extra is not installed."""
+
+    exit_code = 2
 
 
 def close_matches(name: str, choices: Iterable[str], n: int = 3) -> str:

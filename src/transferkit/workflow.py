@@ -96,10 +96,10 @@ def pipeline(
     """
     from datetime import datetime
 
-    from . import viz
-    from .data import check_folder
-    from .report import write_report
-    from .training import CONFIG_FILE, train
+    from .data.images import check_folder
+    from .report.html import write_report
+    from .training.trainer import CONFIG_FILE, train
+    from .viz import projection as viz
 
     check_folder(data)
     ui = UI(quiet)
@@ -115,8 +115,8 @@ def pipeline(
 
     # Imported only now: LanceDB (under .embed/.search) must not be loaded while training
     # forks its data-loading workers (LanceDB warns that forking can deadlock its runtime).
-    from .embed import Extractor, embed_folder
-    from .search import build_index, search_eval
+    from .embed.extractor import Extractor, embed_folder
+    from .store.search import build_index, search_eval
 
     t = time.perf_counter()
     ui.info("[4/7] extractor from the trained model")
@@ -124,7 +124,7 @@ def pipeline(
     ui.info(f"[5/7] embed {data} into {out_dir / STORE_DIR}")
     report = embed_folder(extractor, data, out_dir / STORE_DIR, batch_size=max(batch_size, 64), quiet=quiet)
     timings["embed"] = time.perf_counter() - t
-    from .store import EmbeddingStore
+    from .store.store import EmbeddingStore
 
     store = EmbeddingStore.open(out_dir / STORE_DIR)
     snap = store.snapshot()
@@ -208,7 +208,7 @@ def _strategy_summary(run) -> dict[str, Any]:
 
 def _example_queries(run, store, data, *, top_k: int = 5) -> list[dict[str, Any]]:
     """One query per class from the validation split, with its top-k neighbours (itself excluded)."""
-    from .training import splits_for_run
+    from .training.trainer import splits_for_run
 
     snap = store.snapshot()
     by_path = {str(Path(p).resolve()): i for i, p in enumerate(snap["path"])}

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from transferkit.backbones import create_backbone, get_backbone_spec, list_backbones
-from transferkit.model import TransferModel, load_model, save_model
+from transferkit.training.model import TransferModel, load_model, save_model
 
 #: Backbones whose default weights load offline; every other one is built with random weights.
 _OFFLINE = {"tiny_cnn", "efficientnet_lite0"}

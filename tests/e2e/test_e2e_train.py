@@ -10,8 +10,8 @@ import torch
 
 from transferkit.backbones import get_backbone_spec
 from transferkit.backbones.efficientnet_lite import map_lukemelas_keys, weights_path
-from transferkit.data import discover, load_image
-from transferkit.training import train
+from transferkit.data.images import discover, load_image
+from transferkit.training.trainer import train
 
 pytestmark = pytest.mark.slow
 

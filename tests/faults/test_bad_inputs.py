@@ -80,7 +80,7 @@ def test_embed_skips_counts_and_names_unreadable_files(messy, cli, tmp_path):
 
 
 def test_embed_records_exif_oriented_size(messy, cli, tmp_path):
-    from transferkit.store import EmbeddingStore
+    from transferkit.store.store import EmbeddingStore
 
     store = tmp_path / "store"
     assert cli("embed", messy["root"] / "train" / "blue", *TINY, "--store", store, "-q")[0] == 0

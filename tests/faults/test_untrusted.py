@@ -208,7 +208,7 @@ def test_damaged_or_foreign_store_is_refused(fault, data, good_store, cli, tmp_p
 
 def test_store_paths_are_never_written(data, good_store, cli, tmp_path):
     """Paths read from a store (thumbnails, reports, plots) are read-only inputs, even when edited to point elsewhere."""
-    from transferkit.store import EmbeddingStore
+    from transferkit.store.store import EmbeddingStore
 
     store = tmp_path / "store"
     shutil.copytree(good_store, store)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transferkit.accel import (
+from transferkit.backbones import create_backbone
+from transferkit.errors import ConfigError
+from transferkit.inference.runner import (
     OPENVINO_MIN_ITEMS,
     OPENVINO_MIN_ITEMS_CACHED,
     OPENVINO_MIN_ITEMS_FP32,
     InferenceRunner,
     openvino_available,
 )
-from transferkit.backbones import create_backbone
-from transferkit.errors import ConfigError
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 
@@ -129,7 +129,7 @@ def test_runners_share_one_core_and_each_cache_folder_gets_its_blobs(backbone, x
 
 _SIGNAL_AFTER_TWO_RUNNERS = """
 import gc, os, signal, torch
-from transferkit.accel import InferenceRunner
+from transferkit.inference.runner import InferenceRunner
 from transferkit.backbones import create_backbone
 signal.signal(signal.SIGUSR1, lambda *a: print("handled", flush=True))
 x = torch.randn(4, 3, 32, 32)
@@ -196,7 +196,7 @@ def test_map_uint8_needs_preprocessing(backbone):
 
 
 def test_bf16_rejection_is_remembered_per_weights(backbone, x, tmp_path, monkeypatch):
-    import transferkit.accel as accel
+    import transferkit.inference.runner as accel
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
@@ -219,7 +219,7 @@ def test_bf16_rejection_is_remembered_per_weights(backbone, x, tmp_path, monkeyp
 def test_bf16_unsafe_model_runs_fp32_without_a_trial(backbone, x, tmp_path, monkeypatch, backend):
     """``bf16_safe=False`` (a backbone measured to fail in bf16): auto never compiles or runs bf16, even
     where the check would pass (the bar here is 0.5), and records no verdict; ``precision="bf16"`` still forces it."""
-    import transferkit.accel as accel
+    import transferkit.inference.runner as accel
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
@@ -289,7 +289,7 @@ def test_fp32_means_no_autocast(backbone, x, monkeypatch):
 @pytest.mark.parametrize("worst, remembered", [(0.99995, True), (0.9995, False)])
 def test_bf16_pass_is_remembered_only_with_a_wide_margin(backbone, x, tmp_path, monkeypatch, worst, remembered):
     """A pass at cos >= 0.9999 (a tenth of the 0.999 bar's error) skips later checks; a closer one does not."""
-    import transferkit.accel as accel
+    import transferkit.inference.runner as accel
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
@@ -313,8 +313,8 @@ def test_bf16_pass_is_remembered_only_with_a_wide_margin(backbone, x, tmp_path, 
 
 
 def test_depthwise_training_stays_fp32_on_bf16_cpus(monkeypatch):
-    import transferkit.accel as accel
-    from transferkit.engine import training_autocast_dtype, trains_depthwise
+    import transferkit.inference.runner as accel
+    from transferkit.inference.policy import training_autocast_dtype, trains_depthwise
 
     monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
     cpu = torch.device("cpu")
@@ -330,7 +330,7 @@ def test_depthwise_training_stays_fp32_on_bf16_cpus(monkeypatch):
 
 @needs_openvino
 def test_a_conversion_that_differs_from_pytorch_is_not_used(backbone, x, tmp_path, monkeypatch, caplog):
-    import transferkit.accel as accel
+    import transferkit.inference.runner as accel
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "CONVERSION_MIN_COSINE", 1.01)  # no conversion can pass
@@ -353,7 +353,7 @@ def test_first_run_trying_bf16_checks_the_conversion_on_the_bf16_graph(backbone,
                                                                       conversion_bar, compiles, checked):
     """A cold run that tries bf16 compares the bf16 graph with eager fp32 first; within the conversion's
     bar, that passes both checks and the fp32 graph is never compiled (0.8-0.9 s of ResNet-18's cold set-up)."""
-    import transferkit.accel as accel
+    import transferkit.inference.runner as accel
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
@@ -376,7 +376,7 @@ def test_first_run_trying_bf16_checks_the_conversion_on_the_bf16_graph(backbone,
 
 @needs_openvino
 def test_warm_bf16_check_runs_without_the_module(backbone, x, tmp_path, monkeypatch):
-    import transferkit.accel as accel
+    import transferkit.inference.runner as accel
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)

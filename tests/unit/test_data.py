@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.data import UnreadableImageError, collate_skip, discover, list_images, load_image
+from transferkit.data.images import UnreadableImageError, collate_skip, discover, list_images, load_image
 from transferkit.errors import DataError, DataNotFoundError
 
 
@@ -293,7 +293,7 @@ def test_fast_resize_reads_pils_memory_without_changing_pixels(monkeypatch):
 
 
 def test_collate_items_stacks_planar_batches():
-    from transferkit.data import collate_items
+    from transferkit.data.images import collate_items
 
     rng = np.random.default_rng(0)
     hwc = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)  # contiguous HWC (the exact PIL path)
@@ -335,7 +335,7 @@ def test_jpeg_fast_decode_gives_pils_pixels(interpolation, variant, size):
     """simplejpeg and Pillow both run libjpeg-turbo with its defaults: the decoded arrays, and the
     224 px crops the decoders hand on, are identical."""
     from transferkit.backbones import Preprocessing
-    from transferkit.data import decode_jpeg_rgbx
+    from transferkit.data.images import decode_jpeg_rgbx
 
     variant = dict(variant)
     im = _photo_like(*size, "L" if variant.pop("grey", False) else "RGB", seed=5)
@@ -354,7 +354,7 @@ def test_jpeg_fast_decode_gives_pils_pixels(interpolation, variant, size):
 def test_jpeg_fast_decode_leaves_the_rest_to_pillow(tmp_path):
     import io
 
-    from transferkit.data import DRAFT_HEADROOM, decode_jpeg_rgbx
+    from transferkit.data.images import DRAFT_HEADROOM, decode_jpeg_rgbx
 
     photo = _photo_like(120, 90, "RGB")
     plain = _jpeg_bytes(photo)
@@ -377,7 +377,7 @@ def test_jpeg_fast_decode_leaves_the_rest_to_pillow(tmp_path):
 def test_embedding_decoders_use_the_fast_jpeg_path_with_the_same_items(tmp_path, monkeypatch):
     import simplejpeg
 
-    import transferkit.embed as embed
+    import transferkit.embed.extractor as embed
     from transferkit.backbones import Preprocessing
 
     paths = []

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from transferkit.backbones import create_backbone
-from transferkit.embed import Extractor, FeatureExtractor, embed_folder, row_id, scan_folder
+from transferkit.embed.extractor import Extractor, FeatureExtractor, embed_folder, row_id, scan_folder
 from transferkit.errors import ConfigError, DataError, DataNotFoundError, ModelMismatchError, StoreError
-from transferkit.store import EmbeddingStore
+from transferkit.store.store import EmbeddingStore
 
 COLORS = {"red": (200, 30, 30), "blue": (30, 30, 200)}
 
@@ -50,7 +50,7 @@ def test_feature_extractor_torchvision_resnet18():
 
 
 def test_feature_extractor_transfer_model_uses_backbone(tmp_path):
-    from transferkit.model import TransferModel
+    from transferkit.training.model import TransferModel
 
     backbone = create_backbone("tiny_cnn")
     fx = FeatureExtractor(TransferModel(backbone, 3))
@@ -271,7 +271,7 @@ def test_store_that_cannot_be_created_is_a_store_error(tmp_path, extractor):
 
 
 def test_extractor_from_run_identity(tmp_path):
-    from transferkit.model import TransferModel, save_model
+    from transferkit.training.model import TransferModel, save_model
 
     model = TransferModel(create_backbone("tiny_cnn"), 2).eval()
     save_model(model, tmp_path / "run", {"classes": ["a", "b"]})
@@ -287,7 +287,7 @@ def test_extractor_from_run_identity(tmp_path):
 
 def test_bf16_unsafe_backbones_reach_the_inference_runner(tmp_path):
     """The registry's ``bf16_safe`` travels to the runner from every constructor, and from the training paths."""
-    from transferkit.model import TransferModel, save_model
+    from transferkit.training.model import TransferModel, save_model
 
     effnet = create_backbone("efficientnet_lite0", weights="none")
     save_model(TransferModel(effnet, 2).eval(), tmp_path / "eff", {"classes": ["a", "b"]})
@@ -308,8 +308,8 @@ def test_bf16_unsafe_backbones_reach_the_inference_runner(tmp_path):
 
 @pytest.mark.parametrize("model, safe", [("efficientnet_lite0", False), ("tiny_cnn", True)])
 def test_compute_features_tells_the_runner_the_registrys_bf16_safety(tmp_path, runner_bf16_flags, model, safe):
-    from transferkit.data import ImageSet
-    from transferkit.engine import compute_features
+    from transferkit.data.images import ImageSet
+    from transferkit.embed.features import compute_features
 
     data = make_split_folder(tmp_path / "data", per_class=1)
     files = sorted(data.rglob("*.png"))
@@ -318,7 +318,7 @@ def test_compute_features_tells_the_runner_the_registrys_bf16_safety(tmp_path, r
     assert runner_bf16_flags == [safe] and len(feats.features) == len(files)
 
 
-needs_openvino = pytest.mark.skipif(not __import__("transferkit.accel", fromlist=["x"]).openvino_available(),
+needs_openvino = pytest.mark.skipif(not __import__("transferkit.inference.runner", fromlist=["x"]).openvino_available(),
                                     reason="openvino not installed")
 
 
@@ -335,7 +335,7 @@ def _builds(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(registry, "create_backbone", spy)
     monkeypatch.setattr("transferkit.backbones.create_backbone", spy)
-    monkeypatch.setattr("transferkit.model.create_backbone", spy)
+    monkeypatch.setattr("transferkit.training.model.create_backbone", spy)
     return calls
 
 
@@ -368,7 +368,7 @@ def test_warm_conversion_cache_embeds_without_building_the_module(tmp_path, monk
 
 @needs_openvino
 def test_warm_run_extractor_does_not_rebuild_the_model(tmp_path, monkeypatch):
-    from transferkit.model import TransferModel, save_model
+    from transferkit.training.model import TransferModel, save_model
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     model = TransferModel(create_backbone("tiny_cnn"), 2).eval()
@@ -396,7 +396,7 @@ HYMENOPTERA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "hym
 @pytest.mark.skipif(not HYMENOPTERA.exists(), reason="hymenoptera dataset not present")
 def test_hymenoptera_retrieval_quality(tmp_path):
     """Measured: p@5 0.942, p@1 0.955, mAP@10 0.908 on 398 images (fp32, 2-core CPU)."""
-    from transferkit.search import build_index, search_eval
+    from transferkit.store.search import build_index, search_eval
 
     extractor = Extractor.from_backbone("efficientnet_lite0")
     report = embed_folder(extractor, HYMENOPTERA, tmp_path / "store", batch_size=32, progress=False)
@@ -413,7 +413,7 @@ def test_hymenoptera_retrieval_quality(tmp_path):
 
 def test_exact_resize_option_reaches_the_decoders(tmp_path):
     from transferkit.backbones import Preprocessing
-    from transferkit.embed import _FileDataset
+    from transferkit.embed.extractor import _FileDataset
 
     yy, xx = np.mgrid[0:375, 0:500]
     arr = np.stack([128 + 100 * np.sin(xx / (9 + c) + yy / 13) for c in range(3)], -1).clip(0, 255).astype("uint8")
@@ -444,7 +444,7 @@ def test_efficientnet_runs_import_neither_torchvision_nor_timm(tmp_path):
         pytest.skip("efficientnet-lite0 weights package not installed")
     data = make_split_folder(tmp_path / "data", per_class=2)
     code = (
-        "import json, sys; from pathlib import Path; from transferkit.embed import Extractor; "
+        "import json, sys; from pathlib import Path; from transferkit.embed.extractor import Extractor; "
         f"files = sorted(str(p) for p in Path({str(data)!r}).rglob('*.png')); "
         "ex = Extractor.from_backbone('efficientnet_lite0', backend='openvino', precision='fp32'); "
         "v = ex.embed_files(files)[0]; "
@@ -474,7 +474,7 @@ def test_stopping_early_leaves_no_request_running_at_exit(tmp_path):
     for i in range(320):
         _png(tmp_path / "data" / f"{i}.png", COLORS["red"], seed=i)
     code = (
-        "from pathlib import Path; from transferkit.embed import Extractor; "
+        "from pathlib import Path; from transferkit.embed.extractor import Extractor; "
         f"files = sorted(Path({str(tmp_path / 'data')!r}).glob('*.png')); "
         "ex = Extractor.from_backbone('efficientnet_lite0', backend='openvino', precision='fp32'); "
         "n = 0\n"
@@ -487,7 +487,7 @@ def test_stopping_early_leaves_no_request_running_at_exit(tmp_path):
     # after it signals, a process that did not wait for callbacks to return aborted every time
     # ("FATAL: exception not rethrown", rc 134; by chance 1 run in 24 otherwise).
     slow_callbacks = (
-        "import time, transferkit.accel as accel\n"
+        "import time, transferkit.inference.runner as accel\n"
         "real = accel._Job.on_done\n"
         "def on_done(request, userdata):\n"
         "    real(request, userdata); time.sleep(0.3)\n"

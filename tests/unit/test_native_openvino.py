@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit.accel import InferenceRunner, openvino_available, openvino_core
 from transferkit.backbones import create_backbone
-from transferkit.backbones._native_openvino import openvino_model
+from transferkit.inference.openvino_graph import openvino_model
+from transferkit.inference.runner import InferenceRunner, openvino_available, openvino_core
 
 pytestmark = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 

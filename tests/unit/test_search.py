@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from transferkit.errors import ConfigError
-from transferkit.search import SemanticSearch, cosine_similarity, exact_topk, retrieval_metrics
+from transferkit.store.search import SemanticSearch, cosine_similarity, exact_topk, retrieval_metrics
 
 
 def _reference_topk(db, q, k):

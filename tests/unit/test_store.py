@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from transferkit.errors import ModelMismatchError, StoreError
-from transferkit.search import build_index, load_index, search_eval
-from transferkit.store import META_NAME, EmbeddingStore
+from transferkit.store.search import build_index, load_index, search_eval
+from transferkit.store.store import META_NAME, EmbeddingStore
 
 DIM = 8
 MODEL = {"backbone": "tiny_cnn", "weights": "synthetic-seed0", "weights_digest": None,
@@ -183,7 +183,7 @@ def test_lancedb_import_defers_the_rest_clients_api_modules_until_used(tmp_path)
 
     code = (
         "import sys, numpy as np\n"
-        "from transferkit.store import EmbeddingStore\n"
+        "from transferkit.store.store import EmbeddingStore\n"
         f"s = EmbeddingStore.open_or_create({str(tmp_path / 's')!r}, model_id={{'backbone': 'x', 'dim': 4}}, source={{}})\n"
         "s.upsert([{'id': 'a', 'path': 'a.jpg', 'relpath': 'a.jpg', 'label': 'l', 'split': 'all', 'width': 1,\n"
         "           'height': 1, 'fingerprint': 'f', 'size': 1, 'mtime': 1, 'vector': np.ones(4, np.float32)}])\n"

@@ -8,8 +8,7 @@ from torch import nn
 
 from transferkit.backbones import create_backbone
 from transferkit.errors import ConfigError, UnknownNameError
-from transferkit.model import TransferModel
-from transferkit.strategies import (
+from transferkit.strategies.builtin import (
     FeatureExtraction,
     FullFineTuning,
     PartialFineTuning,
@@ -17,7 +16,8 @@ from transferkit.strategies import (
     get_strategy,
     knn_probe_accuracy,
 )
-from transferkit.training import TrainConfig
+from transferkit.training.model import TransferModel
+from transferkit.training.trainer import TrainConfig
 
 _BUILD = {"tiny_cnn": "default", "resnet18": "none", "efficientnet_lite0": "none"}
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transferkit import accel
 from transferkit.errors import ConfigError, DataError, DataNotFoundError, RunError, UnknownNameError
-from transferkit.model import load_model
-from transferkit.run import Run, compare, load_run
-from transferkit.training import train
+from transferkit.inference import runner as accel
+from transferkit.training.model import load_model
+from transferkit.training.run import Run, compare, load_run
+from transferkit.training.trainer import train
 
 #: Fast, deterministic settings for tiny_cnn on 32x32 colour blobs (AdamW at 1e-3 barely moves in 3 epochs).
 FAST = {"model": "tiny_cnn", "num_workers": 0, "quiet": True, "head_lr": 0.05, "backbone_lr": 0.01, "batch_size": 8}
@@ -145,7 +145,7 @@ _KILL_AFTER_EPOCH_1 = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    import transferkit.training as T
+    import transferkit.training.trainer as T
     original = T._Trainer._checkpoint
     def checkpoint_then_die(self, epoch, *args, **kwargs):
         original(self, epoch, *args, **kwargs)
@@ -386,7 +386,7 @@ def test_auto_precision_records_its_fidelity_check_and_stays_close_to_fp32(fe_ru
 
 
 def test_public_train_is_the_function_even_after_importing_the_submodule():
-    code = ("import transferkit.training, transferkit.workflow\nimport transferkit as tk\n"
+    code = ("import transferkit.training.trainer, transferkit.workflow\nimport transferkit as tk\n"
             "assert callable(tk.train), type(tk.train)\nassert callable(tk.pipeline), type(tk.pipeline)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-500:]

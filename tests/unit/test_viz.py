@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit import viz
 from transferkit.errors import ConfigError, DataError, MissingDependencyError, UnknownNameError
+from transferkit.viz import projection as viz
 
 
 def clusters(n_per=50, dim=32, k=3, seed=0, spread=0.3):
@@ -249,7 +249,7 @@ def test_plot_html_points_thumbnails_and_self_contained(tmp_path, images):
 def test_plot_html_thumbnail_cap_and_no_thumbnails(tmp_path, images, caplog):
     x, labels = clusters(n_per=4)
     p = viz.project(x)
-    with caplog.at_level(logging.WARNING, logger="transferkit.viz"):
+    with caplog.at_level(logging.WARNING, logger="transferkit.viz.projection"):
         out = viz.plot_html(p, labels, images, tmp_path / "capped.html", max_thumbnails=5)
     page = out.read_text(encoding="utf-8")
     assert "No hover thumbnails: 12 points is over the limit of 5" in caplog.text
@@ -272,7 +272,7 @@ def test_plot_html_refuses_to_overwrite_an_image(tmp_path, images):
 @pytest.fixture
 def store(tmp_path, images):
     pytest.importorskip("lancedb")
-    from transferkit.store import EmbeddingStore
+    from transferkit.store.store import EmbeddingStore
 
     x, _ = clusters(n_per=4, dim=8)
     st = EmbeddingStore.create(tmp_path / "store", model_id={"backbone": "tiny", "dim": 8})

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except TransferKitError as exc:
         if debug:
             raise
-        _err(f"Error: {exc}")
+        _err(f"Error: {as_flags(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
         if debug:
@@ -90,6 +90,33 @@ def main(argv: list[str] | None = None) -> int:
             _err(_INTERRUPTED)
         return rv
     return 0
+
+
+def _flag_names() -> set[str]:
+    """Every long option of every command (``--top-k``, ...)."""
+    import typer.main
+
+    names: set[str] = set()
+    group = typer.main.get_command(app)
+    for cmd in getattr(group, "commands", {}).values():
+        for param in cmd.params:
+            names.update(o for o in getattr(param, "opts", ()) if o.startswith("--"))
+    return names
+
+
+def as_flags(message: str) -> str:
+    """A library message as the CLI user reads it: backticked parameter names become the flags that set them
+    (```top_k``` -> ``--top-k``); other backticked text loses its backticks."""
+    import re
+
+    flags = _flag_names()
+
+    def sub(m: re.Match) -> str:
+        word = m.group(1)
+        flag = "--" + word.replace("_", "-")
+        return flag if flag in flags else word
+
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", sub, message)
 
 
 def _err(message: str) -> None:

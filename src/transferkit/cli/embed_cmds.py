@@ -26,7 +26,7 @@ def embed(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Embed the images of DATA into STORE (incremental: only new or changed files are embedded)."""
-    from ..embed import Extractor, embed_folder
+    from ..embed.extractor import Extractor, embed_folder
     from ..errors import ConfigError
 
     setup_logging(quiet)
@@ -40,7 +40,7 @@ def embed(
         raise ConfigError("--weights applies to --model only; a RUN already contains its weights.")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer; got {batch_size}.")
-    from ..engine import resolve_device
+    from ..inference.devices import resolve_device
 
     opts = {"backend": backend, "precision": precision, "device": resolve_device(device), "exact_resize": exact_resize}
     extractor = Extractor.from_run(run, **opts) if run is not None else Extractor.from_backbone(model, weights=weights, **opts)
@@ -69,7 +69,7 @@ def search(
 ) -> None:
     """Find the images in STORE most similar (cosine) to QUERY or to a stored embedding."""
     from ..errors import ConfigError, DataError
-    from ..store import EmbeddingStore
+    from ..store.store import EmbeddingStore
 
     setup_logging(False)
     if (query is None) == (id is None):
@@ -83,8 +83,8 @@ def search(
             raise ConfigError(f"No embedding with id {id!r} in {store}. Ids are listed by `transferkit search ... --json`.")
         vector, exclude = row["vector"], [id]
     else:
-        from ..data import UnreadableImageError, load_image
-        from ..embed import Extractor
+        from ..data.images import UnreadableImageError, load_image
+        from ..embed.extractor import Extractor
 
         if not query.exists():
             from ..errors import DataNotFoundError
@@ -117,8 +117,8 @@ def index(
     json_out: bool = typer.Option(False, "--json", help="Print the index info as JSON."),
 ) -> None:
     """Build the approximate index of STORE, tuned to a target recall@10, and report the measured recall."""
-    from ..search import build_index
-    from ..store import EmbeddingStore
+    from ..store.search import build_index
+    from ..store.store import EmbeddingStore
 
     setup_logging(False)
     info = build_index(EmbeddingStore.open(store), kind=kind, target_recall=target_recall)
@@ -141,8 +141,8 @@ def search_eval_cmd(
 ) -> None:
     """Leave-one-out retrieval quality of STORE with labels as ground truth (precision, recall, mAP @k)."""
     from ..errors import ConfigError
-    from ..search import search_eval
-    from ..store import EmbeddingStore
+    from ..store.search import search_eval
+    from ..store.store import EmbeddingStore
 
     setup_logging(False)
     try:

@@ -22,7 +22,7 @@ def read_store(path: Path) -> dict[str, Any]:
     """
     import numpy as np
 
-    from ..store import EmbeddingStore
+    from ..store.store import EmbeddingStore
 
     store = EmbeddingStore.open(path)
     if hasattr(store, "snapshot"):
@@ -51,8 +51,8 @@ def plot(
     title: str | None = typer.Option(None, "--title", help="Plot title (default: method and number of points)."),
 ) -> None:
     """Project the embeddings in STORE to 2-D and draw them, coloured by label or split."""
-    from .. import viz
     from ..errors import ConfigError, DataError, close_matches
+    from ..viz import projection as viz
 
     setup_logging(False)
     # Everything that can be checked without reading the store is checked first.

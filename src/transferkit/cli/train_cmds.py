@@ -73,7 +73,7 @@ def train_cmd(
 ) -> None:
     """Train a classifier by transfer learning and save it to a run directory."""
     setup_logging(quiet)
-    from ..training import train
+    from ..training.trainer import train
 
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out RUN_DIR (the run to continue).")
@@ -106,7 +106,7 @@ def evaluate_cmd(
 ) -> None:
     """Accuracy, loss and per-class precision/recall/F1 of a trained run on a split."""
     setup_logging(quiet)
-    from ..run import load_run
+    from ..training.run import load_run
 
     result = load_run(run).evaluate(data, split=split, batch_size=batch_size, device=device, quiet=quiet or json_)
     if json_:
@@ -136,7 +136,7 @@ def predict_cmd(
 ) -> None:
     """Top-k labels with probabilities for each image."""
     setup_logging(quiet)
-    from ..run import load_run
+    from ..training.run import load_run
 
     results = load_run(run).predict(paths, top_k=top_k, batch_size=batch_size, device=device)
     if json_:
@@ -165,7 +165,7 @@ def compare_cmd(
 ) -> None:
     """Train feature extraction, partial and full fine-tuning on the same data and budget; print one table."""
     setup_logging(quiet)
-    from ..run import compare
+    from ..training.run import compare
 
     rows = compare(data, model=model, epochs=epochs, out=out, batch_size=batch_size, seed=seed, weights=weights,
                    device=device, quiet=quiet)

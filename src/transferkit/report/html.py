@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_path, write_text_atomic
+from .._io import atomic_path, write_text_atomic
 
 SECTIONS = ("dataset", "strategy", "training", "metrics", "embedding", "retrieval", "gallery", "timings")
 _SECTION_TITLES = {
@@ -247,7 +247,7 @@ def _plain(value: Any) -> str:
 
 
 def _thumb(path: Any, size: int = 96) -> str:
-    from .viz import make_thumbnail
+    from ..viz.projection import make_thumbnail
 
     uri = make_thumbnail(path, size=size) if path else None
     if uri is None:

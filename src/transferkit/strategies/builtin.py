@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, unknown_name
+from ..errors import ConfigError, unknown_name
 
 STRATEGY_NAMES = ("feature-extraction", "partial", "full")
 

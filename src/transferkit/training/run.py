@@ -9,10 +9,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ._io import write_json_atomic
-from ._ui import UI
-from .data import ImageSet, is_image_file, list_images
-from .errors import DataError, DataNotFoundError
+from .._io import write_json_atomic
+from .._ui import UI
+from ..data.images import ImageSet, is_image_file, list_images
+from ..errors import DataError, DataNotFoundError
 
 
 class Run:
@@ -68,7 +68,7 @@ class Run:
 
     @property
     def preprocessing(self):
-        from .backbones import Preprocessing
+        from ..backbones import Preprocessing
 
         return Preprocessing.from_dict(self.meta["preprocessing"])
 
@@ -96,8 +96,8 @@ class Run:
         Raises:
             DataError: the split is missing or holds classes the model does not know.
         """
-        from .engine import resolve_device
-        from .training import classification_metrics, predict_logits, splits_for_run
+        from ..inference.devices import resolve_device
+        from .trainer import classification_metrics, predict_logits, splits_for_run
 
         dev = resolve_device(device)
         model = self.model.to(dev)  # first: a damaged run is reported as such, not as a data mismatch
@@ -129,7 +129,9 @@ class Run:
         """
         import torch
 
-        from .engine import autocast_for, make_loader, resolve_device
+        from ..data.loading import make_loader
+        from ..inference.devices import resolve_device
+        from ..inference.policy import autocast_for
 
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -199,7 +201,7 @@ def compare(data: str | os.PathLike, *, model: str = "resnet18", epochs: int = 5
     """
     from datetime import datetime
 
-    from .training import train
+    from .trainer import train
 
     out_dir = Path(out) if out is not None else Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
     rows = []

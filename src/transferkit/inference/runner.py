@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger("transferkit")
 
@@ -117,7 +117,7 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
-    from ._io import write_json_atomic
+    from .._io import write_json_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ class InferenceRunner:
         self.min_cosine = float(min_cosine)
         self._key = weights_key
         if bf16_safe is None:
-            from .backbones import backbone_bf16_safe
+            from ..backbones import backbone_bf16_safe
 
             bf16_safe = backbone_bf16_safe(str(getattr(module, "name", ""))) if isinstance(module, torch.nn.Module) else True
         self.bf16_safe = bool(bf16_safe)
@@ -372,7 +372,7 @@ class InferenceRunner:
 
         import openvino.passes as ov_passes
 
-        from .backbones._native_openvino import openvino_model
+        from .openvino_graph import openvino_model
 
         _block_openvino_telemetry()
         module = self.module.cpu().to(memory_format=torch.contiguous_format)

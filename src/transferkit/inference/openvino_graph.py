@@ -21,8 +21,8 @@ def openvino_model(module: nn.Module, input_size: int):
     """The ``openvino.Model`` of a native ResNet or EfficientNet-Lite (bare or in a ``FeatureBackbone``)
     in eval mode, input ``(-1, 3, input_size, input_size)`` float32, output ``(-1, num_features)``;
     None for any other module."""
-    from ._module import FeatureBackbone
-    from ._native import EfficientNetLite, ResNet
+    from ..backbones._module import FeatureBackbone
+    from ..backbones._native import EfficientNetLite, ResNet
 
     inner = module.model if isinstance(module, FeatureBackbone) else module
     if type(inner) not in (ResNet, EfficientNetLite) or module.training or inner.training:
@@ -47,7 +47,7 @@ class _Graph:
 
     def conv_bn(self, x, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: str | None):
         """``act(bn(conv(x)))`` with the BatchNorm folded into the weights; ``act``: relu, relu6 or None."""
-        from ._native import Conv2dSame, _same_pad
+        from ..backbones._native import Conv2dSame, _same_pad
 
         ops = self.ops
         w = conv.weight.detach().double().cpu().numpy()
@@ -75,7 +75,7 @@ class _Graph:
 
     # -- ResNet ----------------------------------------------------------------------------------
     def resnet(self, x, m):
-        from ._native import Bottleneck
+        from ..backbones._native import Bottleneck
 
         ops = self.ops
         x = self.conv_bn(x, m.conv1, m.bn1, "relu")
@@ -98,7 +98,7 @@ class _Graph:
 
     # -- EfficientNet-Lite -----------------------------------------------------------------------
     def efficientnet(self, x, m):
-        from ._native import DepthwiseSeparableConv
+        from ..backbones._native import DepthwiseSeparableConv
 
         x = self.conv_bn(x, m.conv_stem, m.bn1, _act(m.bn1))
         for stage in m.blocks:

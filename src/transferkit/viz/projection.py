@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_path, write_text_atomic
-from .errors import ConfigError, DataError, MissingDependencyError, unknown_name
+from .._io import atomic_path, write_text_atomic
+from ..errors import ConfigError, DataError, MissingDependencyError, unknown_name
 
 log = logging.getLogger("transferkit.viz")
 

@@ -19,15 +19,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from ._io import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
-from ._ui import UI
-from .backbones import create_backbone
-from .data import DatasetSplits, ImageSet, discover
-from .engine import FeatureBatch, autocast_for, compute_features, make_loader, resolve_device, training_autocast_dtype
-from .errors import ConfigError, DataError, RunError
+from .. import __version__
+from .._io import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
+from .._ui import UI
+from ..backbones import create_backbone
+from ..data.images import DatasetSplits, ImageSet, discover
+from ..data.loading import make_loader
+from ..embed.features import FeatureBatch, compute_features
+from ..errors import ConfigError, DataError, RunError
+from ..inference.devices import resolve_device
+from ..inference.policy import autocast_for, training_autocast_dtype
+from ..strategies.builtin import AutoDecision, choose_auto, get_strategy, knn_probe_accuracy
 from .model import TransferModel, save_model
-from .strategies import AutoDecision, choose_auto, get_strategy, knn_probe_accuracy
 
 log = logging.getLogger("transferkit")
 
@@ -75,16 +78,16 @@ class TrainConfig:
         positive("head_lr", self.head_lr)
         positive("backbone_lr", self.backbone_lr)
         if self.optimizer not in OPTIMIZERS:
-            from .errors import unknown_name
+            from ..errors import unknown_name
 
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.scheduler not in SCHEDULERS:
-            from .errors import unknown_name
+            from ..errors import unknown_name
 
             raise unknown_name("scheduler", self.scheduler, SCHEDULERS)
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"`patience` must be an int >= 1 (or None to disable early stopping); got {self.patience!r}.")
-        from .accel import BACKENDS, PRECISIONS
+        from ..inference.runner import BACKENDS, PRECISIONS
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"`backend` must be one of {', '.join(BACKENDS)}; got {self.backend!r}.")
@@ -201,7 +204,7 @@ def _load_resume(out_dir: Path) -> tuple[TrainConfig, dict | None]:
     state = None
     ckpt = out_dir / CHECKPOINT_FILE
     if ckpt.exists():
-        from ._io import UnreadableFileError, torch_load_tensors
+        from .._io import UnreadableFileError, torch_load_tensors
 
         try:
             state = torch_load_tensors(ckpt, remedy="Delete it and start a new run, or restore the run directory from a backup.")
@@ -291,7 +294,7 @@ class _Trainer:
 
     def _runner(self):
         """One inference runner for the frozen backbone, shared by the probe and the feature cache."""
-        from .accel import InferenceRunner
+        from ..inference.runner import InferenceRunner
 
         if getattr(self, "_inference_runner", None) is None:
             bb = self.model.backbone
@@ -309,7 +312,7 @@ class _Trainer:
         and on the remembered bf16 verdict, which other jobs change), and not reproduce the
         uninterrupted run. A recorded OpenVINO backend that is no longer installed, or bf16 on a CPU without
         native bf16 (a resume on another machine), is left to ``auto``."""
-        from .accel import cpu_has_bf16, openvino_available
+        from ..inference.runner import cpu_has_bf16, openvino_available
 
         backend, precision = self.cfg.backend, self.cfg.precision
         used = (self.state or {}).get("inference")
@@ -586,7 +589,7 @@ class _Trainer:
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
-        from .report import plot_confusion_matrix
+        from ..report.html import plot_confusion_matrix
 
         plot_confusion_matrix(cm, self.splits.classes, self.out / "confusion_matrix.png")
         ckpt = self.out / CHECKPOINT_FILE

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import Preprocessing
-from .data import (
+from ..backbones import Preprocessing
+from ..data.images import (
     UnreadableImageError,
     decode_jpeg_rgbx,
     decode_threads,
@@ -37,8 +37,8 @@ from .data import (
     max_pixels_limit,
     prefetch_batches,
 )
-from .errors import ConfigError, DataError, DataNotFoundError
-from .store import EmbeddingStore, normalize
+from ..errors import ConfigError, DataError, DataNotFoundError
+from ..store.store import EmbeddingStore, normalize
 
 log = logging.getLogger("transferkit")
 
@@ -51,8 +51,8 @@ def _default_device() -> torch.device:
 
 def _trunk(model: nn.Module) -> tuple[nn.Module, Preprocessing | None]:
     """The feature part of ``model`` and its preprocessing, if it carries one."""
-    from .backbones._module import FeatureBackbone
-    from .model import TransferModel
+    from ..backbones._module import FeatureBackbone
+    from ..training.model import TransferModel
 
     if isinstance(model, TransferModel):
         return model.backbone, model.backbone.preprocessing
@@ -151,7 +151,7 @@ class Extractor:
                  source: dict[str, Any] | None = None, device: str | torch.device | None = None,
                  channels_last: bool = True, precision: str = "auto", backend: str = "auto", exact_resize: bool = False,
                  weights_key: str | None = None, bf16_safe: bool | None = None):
-        from .accel import BACKENDS, PRECISIONS
+        from ..inference.runner import BACKENDS, PRECISIONS
 
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
@@ -192,7 +192,7 @@ class Extractor:
         """Whether ``precision="auto"`` may try bf16 (see the ``bf16_safe`` argument)."""
         if self._bf16_safe is not None:
             return bool(self._bf16_safe)
-        from .backbones import backbone_bf16_safe
+        from ..backbones import backbone_bf16_safe
 
         return backbone_bf16_safe(str(self.model_id.get("backbone", "")))
 
@@ -212,8 +212,8 @@ class Extractor:
         Raises:
             UnknownNameError, WeightsUnavailableError, DataNotFoundError, ConfigError: see ``create_backbone``.
         """
-        from .accel import cached_model_info, model_key
-        from .backbones import create_backbone, get_backbone_spec
+        from ..backbones import create_backbone, get_backbone_spec
+        from ..inference.runner import cached_model_info, model_key
 
         weights_arg = str(weights)
         spec = get_backbone_spec(name)
@@ -245,8 +245,8 @@ class Extractor:
         Raises:
             RunError: not a run, or corrupt.
         """
-        from .accel import cached_model_info, model_key
-        from .model import load_model, read_model_meta
+        from ..inference.runner import cached_model_info, model_key
+        from ..training.model import load_model, read_model_meta
 
         run_dir = Path(run_dir)
         meta = read_model_meta(run_dir)
@@ -271,7 +271,7 @@ class Extractor:
     @classmethod
     def from_model(cls, model: nn.Module, *, name: str | None = None, **kwargs) -> Extractor:
         """Extractor from any model :class:`FeatureExtractor` accepts (identity from its class and weights hash)."""
-        from .backbones import backbone_bf16_safe
+        from ..backbones import backbone_bf16_safe
 
         trunk, pre = _trunk(model)
         pre = pre or Preprocessing()
@@ -316,7 +316,7 @@ class Extractor:
         return self.backend != "torch" or self.precision == "auto"
 
     def _get_runner(self):
-        from .accel import InferenceRunner
+        from ..inference.runner import InferenceRunner
 
         if self._runner is None:
             module = self._module if self._module is not None else (lambda: self.module)
@@ -725,7 +725,7 @@ def _refresh_rows(store: EmbeddingStore, items: list[tuple[ImageEntry, os.stat_r
     by_id = {e.id: (e, st, fp) for e, st, fp in items}
     for start in range(0, len(items), 1000):
         ids = list(by_id)[start:start + 1000]
-        from .store import sql_quote
+        from ..store.store import sql_quote
 
         old_rows = store.rows(where="id IN (" + ", ".join(sql_quote(i) for i in ids) + ")")
         rows = []

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataError, DataNotFoundError
+from ..errors import DataError, DataNotFoundError
 
 log = logging.getLogger("transferkit")
 
@@ -50,7 +50,7 @@ def max_pixels_limit() -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"{MAX_PIXELS_ENV} must be a non-negative integer (0 = no limit); got {os.environ[MAX_PIXELS_ENV]!r}.")
     return value or None

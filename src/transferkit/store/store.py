@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._io import read_json_object, write_json_atomic
-from .errors import ModelMismatchError, StoreError, TransferKitError
+from .. import __version__
+from .._io import read_json_object, write_json_atomic
+from ..errors import ModelMismatchError, StoreError, TransferKitError
 
 STORE_FORMAT_VERSION = 1
 META_NAME = "transferkit_store.json"

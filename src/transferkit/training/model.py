@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from ._io import atomic_path, read_json_object, write_json_atomic
-from .backbones import Preprocessing, create_backbone
-from .errors import RunError, TransferKitError
+from .. import __version__
+from .._io import atomic_path, read_json_object, write_json_atomic
+from ..backbones import Preprocessing, create_backbone
+from ..errors import RunError, TransferKitError
 
 MODEL_FORMAT_VERSION = 1
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._io import atomic_path, write_json_atomic
-from .errors import ConfigError, StoreError
+from .._io import atomic_path, write_json_atomic
+from ..errors import ConfigError, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import EmbeddingStore
@@ -207,7 +207,7 @@ def _faiss():
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - a declared dependency
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         raise MissingDependencyError("The approximate index needs faiss. Install it with `pip install faiss-cpu`.") from exc
     return faiss

@@ -1,0 +1,1 @@
+"""Image folders: the layout parser, hardened decoding, datasets and loaders."""

@@ -1,0 +1,1 @@
+"""Inference of frozen feature extractors: backend/precision policy, fidelity check, conversion cache, backends."""

@@ -1,0 +1,1 @@
+"""The embedding store (LanceDB), its approximate index, and search."""

@@ -1,0 +1,1 @@
+"""Transfer strategies as small objects with hooks and state, and ``auto``."""

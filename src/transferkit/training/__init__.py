@@ -1,0 +1,1 @@
+"""Training: config, the trainer, cached features, checkpoints, evaluation, runs."""

@@ -1,0 +1,1 @@
+"""Projections of embeddings to 2-D and their plots."""
