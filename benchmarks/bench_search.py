@@ -65,7 +65,8 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def main() -> None:
     import faiss
 
-    from transferkit.store.search import _set_search_param, build_ann_index, exact_topk
+    from transferkit.store.index import build_ann_index, set_search_param
+    from transferkit.store.search import exact_topk
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ANN over 50k instead of 1M")
@@ -116,7 +117,7 @@ def main() -> None:
     default_row = None
     tuned = info[param]
     for value in sorted({max(1, tuned // 2), tuned, tuned * 2}):
-        _set_search_param(index, dict(info, **{param: value}), k)
+        set_search_param(index, dict(info, **{param: value}), k)
         t, (_d, found) = best_of(lambda: index.search(q, k), 2)
         row = {"search": info["kind"], param: value, "queries/s": args.queries / t, "recall@10": recall(found, truth),
                "x exact_topk": t_tk / t, "x flat": t_fa / t}

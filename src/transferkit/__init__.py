@@ -22,23 +22,30 @@ _EXPORTS = {
     # errors
     "TransferKitError": "errors", "ConfigError": "errors", "DataError": "errors", "WeightsUnavailableError": "errors",
     "RunError": "errors", "StoreError": "errors", "ModelMismatchError": "errors", "UnsafeFileError": "errors",
-    "UnknownNameError": "errors", "MissingDependencyError": "errors",
+    "UnknownNameError": "errors", "MissingDependencyError": "errors", "CorruptStoreError": "errors",
     # backbones
     "create_backbone": "backbones", "list_backbones": "backbones", "get_backbone_spec": "backbones",
     "Preprocessing": "backbones", "register_backbone": "backbones",
     # strategies
-    "get_strategy": "strategies.builtin", "FeatureExtraction": "strategies.builtin", "PartialFineTuning": "strategies.builtin",
-    "FullFineTuning": "strategies.builtin", "choose_auto": "strategies.builtin",
+    "get_strategy": "strategies", "FeatureExtraction": "strategies", "PartialFineTuning": "strategies",
+    "FullFineTuning": "strategies", "choose_auto": "strategies", "Strategy": "strategies", "register_strategy": "strategies",
+    "list_strategies": "strategies", "AutoDecision": "strategies",
     # data
-    "discover": "data.images", "load_image": "data.images",
+    "discover": "data.folders", "load_image": "data.decode",
     # training and runs
-    "train": "training.trainer", "Run": "training.run", "load_run": "training.run", "compare": "training.run", "TransferModel": "training.model",
+    "train": "training.trainer", "TrainConfig": "training.config", "Run": "training.run", "load_run": "training.run",
+    "compare": "training.compare", "TransferModel": "training.model",
     # embeddings, store, search, visualisation, pipeline
-    "FeatureExtractor": "embed.extractor", "Extractor": "embed.extractor", "embed_folder": "embed.extractor",
+    "FeatureExtractor": "embed.feature_extractor", "Extractor": "embed.extractor", "embed_folder": "embed.local",
     "EmbeddingStore": "store.store",
-    "cosine_similarity": "store.search", "SemanticSearch": "store.search", "build_index": "store.search", "search_eval": "store.search",
-    "project": "viz.projection", "plot_png": "viz.projection", "plot_html": "viz.projection",
+    "cosine_similarity": "store.search", "SemanticSearch": "store.search", "build_index": "store.index", "search_eval": "store.evaluate",
+    "search_store": "store.query",
+    "project": "viz", "plot_png": "viz", "plot_html": "viz", "Projection": "viz", "check_projection_method": "viz",
     "pipeline": "workflow", "PipelineResult": "workflow",
+    # diagnostics
+    "system_report": "doctor",
+    # progress events
+    "Event": "events", "ConsoleRenderer": "events",
 }
 
 __all__ = ["__version__", *_EXPORTS]

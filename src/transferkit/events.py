@@ -37,6 +37,7 @@ class Event:
         completed: steps done so far.
         message: the text of a message.
         data: structured extras (e.g. ``{"images_per_second": 120.5}``).
+        unit: what a step of the task is (``"img"``, ``"it"``), for rates.
     """
 
     kind: EventKind
@@ -47,11 +48,13 @@ class Event:
     completed: int = 0
     message: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    unit: str = "img"
     time: float = field(default_factory=time.monotonic)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "task": self.task, "task_id": self.task_id, "description": self.description,
-                "total": self.total, "completed": self.completed, "message": self.message, "data": dict(self.data)}
+                "total": self.total, "completed": self.completed, "message": self.message, "data": dict(self.data),
+                "unit": self.unit}
 
 
 Callback = Callable[[Event], None]
@@ -61,8 +64,9 @@ _ids = itertools.count(1)
 class Task:
     """A running task of a :class:`Reporter`; use as a context manager."""
 
-    def __init__(self, reporter: Reporter, name: str, total: int | None, description: str):
+    def __init__(self, reporter: Reporter, name: str, total: int | None, description: str, unit: str = "img"):
         self._reporter = reporter
+        self.unit = unit
         self.name = name
         self.total = total
         self.description = description or name
@@ -88,7 +92,7 @@ class Task:
 
     def _emit(self, kind: EventKind, data: Mapping[str, Any] | None = None) -> None:
         self._reporter.emit(Event(kind, task=self.name, task_id=self.id, description=self.description, total=self.total,
-                                  completed=self.completed, data=dict(data or {})))
+                                  completed=self.completed, data=dict(data or {}), unit=self.unit))
 
 
 class Reporter:
@@ -111,8 +115,8 @@ class Reporter:
     def warning(self, text: str, **data: Any) -> None:
         self.emit(Event("warning", message=text, data=data))
 
-    def task(self, name: str, total: int | None = None, description: str = "") -> Task:
-        return Task(self, name, total, description)
+    def task(self, name: str, total: int | None = None, description: str = "", *, unit: str = "img") -> Task:
+        return Task(self, name, total, description, unit)
 
 
 def make_reporter(progress: Callback | Reporter | None = None, *, quiet: bool = False) -> Reporter:
@@ -147,7 +151,7 @@ class ConsoleRenderer:
             self.console.print(text, markup=False)
         elif event.kind == "start":
             prog = self._ensure_progress()
-            self._tasks[event.task_id] = prog.add_task(event.description, total=event.total)
+            self._tasks[event.task_id] = prog.add_task(event.description, total=event.total, unit=event.unit)
         elif event.kind == "advance" and event.task_id in self._tasks:
             self._progress.update(self._tasks[event.task_id], completed=event.completed)
         elif event.kind == "end" and event.task_id in self._tasks:
@@ -167,7 +171,8 @@ class ConsoleRenderer:
 
                 def render(self, task):  # type: ignore[override]
                     speed = task.finished_speed or task.speed
-                    return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+                    unit = task.fields.get("unit", "img")
+                    return Text(f"{speed:,.1f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
 
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
                                       TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,

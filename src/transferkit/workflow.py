@@ -1,4 +1,4 @@
-"""The seven steps end to end, and the run report.
+"""The seven steps end to end, on the public API, and the run report.
 
 1. load a pretrained backbone, 2. choose a strategy, 3. train, 4. build an extractor from
 the trained model, 5. embed every split into a store, 6. plot the embedding space (PCA,
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ._io import write_json_atomic
-from ._ui import UI
+from .config import Settings, resolve_settings
+from .events import Callback, Reporter, make_reporter
 
 STORE_DIR = "store"
 PLOTS_DIR = "plots"
@@ -26,9 +27,9 @@ class PipelineResult:
     """What :func:`pipeline` produced.
 
     Attributes:
-        run: the trained :class:`~transferkit.run.Run` (the run directory itself).
-        store: the :class:`~transferkit.store.EmbeddingStore` with every split embedded.
-        extractor: the :class:`~transferkit.embed.Extractor` built from the trained model.
+        run: the trained :class:`~transferkit.Run` (the run directory itself).
+        store: the :class:`~transferkit.EmbeddingStore` with every split embedded.
+        extractor: the :class:`~transferkit.Extractor` built from the trained model.
         report_path: ``RUN_DIR/report.html``.
         plots: plot name -> file.
         retrieval: leave-one-out retrieval metrics (``p_at_1``, ``p_at_5``, ...).
@@ -48,19 +49,14 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def search(self, query, *, top_k: int = 5, **kwargs) -> list[dict[str, Any]]:
-        """Search the store with an image path, a PIL image or an embedding vector."""
+        """Search the store with an image path, a PIL image or an embedding vector (``kwargs``: ``label``, ``split``,
+        ``exact``; see :func:`transferkit.search_store`)."""
         import numpy as np
 
-        if isinstance(query, (str, os.PathLike)):
-            vecs, ok, reasons = self.extractor.embed_files([query])
-            if not ok[0]:
-                from .errors import DataError
+        import transferkit as tk
 
-                raise DataError(f"Cannot read query image {query}: {reasons[0]}")
-            query = vecs[0]
-        elif not isinstance(query, np.ndarray):
-            query = self.extractor.embed_images([query])[0]
-        return self.store.search(np.asarray(query, dtype=np.float32), top_k=top_k, **kwargs)
+        query_kind = "vector" if isinstance(query, np.ndarray) else "image"
+        return tk.search_store(self.store, **{query_kind: query}, top_k=top_k, extractor=self.extractor, **kwargs)
 
 
 def pipeline(
@@ -75,7 +71,9 @@ def pipeline(
     weights: str | os.PathLike = "default",
     device: str = "auto",
     tsne: bool = True,
+    progress: Callback | Reporter | None = None,
     quiet: bool = False,
+    settings: Settings | None = None,
     **train_kwargs: Any,
 ) -> PipelineResult:
     """Run the seven steps on an image folder and write ``report.html``.
@@ -88,7 +86,9 @@ def pipeline(
         out: run directory (default ``runs/pipeline-<timestamp>``).
         model, strategy, epochs, batch_size, seed, weights, device: as for :func:`transferkit.train`.
         tsne: also draw a t-SNE map (PCA is always drawn).
-        quiet: no progress bars or messages.
+        progress: receives the events of every step (a message per step, the steps' own tasks).
+        quiet: report nothing (when ``progress`` is not given).
+        settings: cache location and pixel limit (``None``: the environment's settings).
         **train_kwargs: passed on to :func:`transferkit.train`.
 
     Returns:
@@ -96,63 +96,57 @@ def pipeline(
     """
     from datetime import datetime
 
-    from .data.images import check_folder
-    from .report.html import write_report
-    from .training.trainer import CONFIG_FILE, train
-    from .viz import projection as viz
+    import transferkit as tk
+
+    from .data.folders import check_folder
+    from .report import write_report
+    from .training.checkpoint import CONFIG_FILE
 
     check_folder(data)
-    ui = UI(quiet)
+    reporter = make_reporter(progress, quiet=quiet)
+    settings = resolve_settings(settings)
     out_dir = Path(out) if out is not None else Path("runs") / datetime.now().strftime("pipeline-%Y%m%d-%H%M%S")
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    ui.info("[1-3/7] train")
+    reporter.message("[1-3/7] train")
     resume = (out_dir / CONFIG_FILE).exists()
-    run = train(data, out=out_dir, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
-                weights=weights, device=device, resume=resume, quiet=quiet, **train_kwargs)
+    run = tk.train(data, out=out_dir, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
+                   weights=weights, device=device, resume=resume, progress=reporter, settings=settings, **train_kwargs)
     timings["train"] = time.perf_counter() - t
 
-    # Imported only now: LanceDB (under .embed/.search) must not be loaded while training
-    # forks its data-loading workers (LanceDB warns that forking can deadlock its runtime).
-    from .embed.extractor import Extractor, embed_folder
-    from .store.search import build_index, search_eval
-
     t = time.perf_counter()
-    ui.info("[4/7] extractor from the trained model")
-    extractor = Extractor.from_run(out_dir, device=None if device == "auto" else device)
-    ui.info(f"[5/7] embed {data} into {out_dir / STORE_DIR}")
-    report = embed_folder(extractor, data, out_dir / STORE_DIR, batch_size=max(batch_size, 64), quiet=quiet)
+    reporter.message("[4/7] extractor from the trained model")
+    extractor = tk.Extractor.from_run(out_dir, device=None if device == "auto" else device, settings=settings)
+    reporter.message(f"[5/7] embed {data} into {out_dir / STORE_DIR}")
+    report = tk.embed_folder(extractor, data, out_dir / STORE_DIR, batch_size=max(batch_size, 64), progress=reporter,
+                             settings=settings)
     timings["embed"] = time.perf_counter() - t
-    from .store.store import EmbeddingStore
-
-    store = EmbeddingStore.open(out_dir / STORE_DIR)
+    store = tk.EmbeddingStore.open(out_dir / STORE_DIR)
     snap = store.snapshot()
     labels = [str(x) for x in snap["label"].tolist()]
 
     t = time.perf_counter()
-    ui.info("[6/7] plot the embedding space")
+    reporter.message("[6/7] plot the embedding space")
     plots_dir = out_dir / PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Path] = {}
     methods = ["pca", "tsne"] if tsne and len(labels) >= 5 else ["pca"]
     for method in methods:
-        proj = viz.project(snap["vectors"], method=method, seed=seed)
-        for notice in proj.notices:
-            ui.info(f"  {method}: {notice}")
-        nice = "PCA" if method == "pca" else "t-SNE"
-        plots[nice] = viz.plot_png(proj, labels, plots_dir / f"{method}.png")
-        plots[f"{nice} (interactive)"] = viz.plot_html(proj, labels, snap["path"], plots_dir / f"{method}.html")
+        proj = tk.project(snap["vectors"], method=method, seed=seed, progress=reporter)
+        plots[proj.method_title] = tk.plot_png(proj, labels, plots_dir / f"{method}.png")
+        plots[f"{proj.method_title} (interactive)"] = tk.plot_html(proj, labels, snap["path"], plots_dir / f"{method}.html",
+                                                                   progress=reporter)
     timings["plots"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ui.info("[7/7] index, retrieval quality and example queries")
-    index = build_index(store)
-    retrieval = search_eval(store)
-    gallery = _example_queries(run, store, data)
+    reporter.message("[7/7] index, retrieval quality and example queries")
+    index = tk.build_index(store, progress=reporter)
+    retrieval = tk.search_eval(store)
+    gallery = _example_queries(run, store, data, settings=settings)
     timings["search"] = time.perf_counter() - t
-    ui.info(f"  index recall@10 {index.get('recall_at_10', float('nan')):.3f}; retrieval p@1 {retrieval['p_at_1']:.3f}, "
-            f"p@5 {retrieval['p_at_5']:.3f}, mAP@10 {retrieval['map_at_10']:.3f}")
+    reporter.message(f"  index recall@10 {index.get('recall_at_10', float('nan')):.3f}; retrieval p@1 {retrieval['p_at_1']:.3f}, "
+                     f"p@5 {retrieval['p_at_5']:.3f}, mAP@10 {retrieval['map_at_10']:.3f}")
 
     m = run.metrics
     dataset = dict(m.get("dataset", {}))
@@ -161,12 +155,11 @@ def pipeline(
     dataset["embedded"] = (f"{report.num_rows} images in the store (added {report.added}, updated {report.updated}, "
                            f"removed {report.removed}, unchanged {report.unchanged}, skipped {len(report.skipped)}); "
                            f"{report.images_per_second:.1f} images/s with {inf.get('backend', '?')} {inf.get('precision', '?')}")
-    strategy_info = _strategy_summary(run)
     retrieval_info = dict(retrieval)
     retrieval_info["index_recall_at_10"] = index.get("recall_at_10")
     report_path = write_report(
         out_dir / "report.html", title=f"transferkit report: {Path(data).name} with {run.meta['backbone']}",
-        dataset=dataset, strategy=strategy_info, history=run.history, metrics=m,
+        dataset=dataset, strategy=_strategy_summary(run), history=run.history, metrics=m,
         confusion_png=out_dir / "confusion_matrix.png", plots={k: v for k, v in plots.items() if str(v).endswith(".png")},
         retrieval=retrieval_info, gallery=gallery, timings=timings,
     )
@@ -175,7 +168,7 @@ def pipeline(
         "plots": {k: str(v) for k, v in plots.items()}, "retrieval": retrieval, "index": index, "timings": timings,
         "embed": report.to_dict(), "val_accuracy": m.get("val_accuracy"),
     })
-    ui.info(f"Report: {report_path}")
+    reporter.message(f"Report: {report_path}")
     return PipelineResult(run=run, store=store, extractor=extractor, report_path=report_path, plots=plots,
                           retrieval=retrieval, index=index, gallery=gallery, timings=timings)
 
@@ -206,21 +199,22 @@ def _strategy_summary(run) -> dict[str, Any]:
     return info
 
 
-def _example_queries(run, store, data, *, top_k: int = 5) -> list[dict[str, Any]]:
+def _example_queries(run, store, data, *, settings: Settings, top_k: int = 5) -> list[dict[str, Any]]:
     """One query per class from the validation split, with its top-k neighbours (itself excluded)."""
-    from .training.trainer import splits_for_run
+    import transferkit as tk
+
+    from .training.evaluate import splits_for_run
 
     snap = store.snapshot()
     by_path = {str(Path(p).resolve()): i for i, p in enumerate(snap["path"])}
-    val = splits_for_run(data, run.meta).val
+    val = splits_for_run(data, run.meta, settings=settings).val
     gallery = []
     for cls_idx, cls in enumerate(val.classes):
         row = next((by_path[str(p.resolve())] for p, y in zip(val.paths, val.labels)
                     if y == cls_idx and str(p.resolve()) in by_path), None)
         if row is None:
             continue
-        qid = str(snap["id"][row])
-        results = store.search(snap["vectors"][row], top_k=top_k, exclude_ids=[qid], exact=True)
+        results = tk.search_store(store, id=str(snap["id"][row]), top_k=top_k, exact=True)  # the query itself left out
         gallery.append({
             "query_path": snap["path"][row], "query_label": cls,
             "results": [{"path": r["path"], "label": r["label"], "score": float(r["score"]), "correct": r["label"] == cls}

@@ -188,3 +188,74 @@ def test_console_entrypoint_waits_for_a_running_non_daemon_thread(tmp_path):
     proc = _entrypoint(["models", "--json"], prelude=prelude)
     assert proc.returncode == 0, proc.stderr
     assert marker.read_text() == "done"
+
+
+# -- exit codes: 2 for the user's own mistake, 1 for a runtime failure ------------------------------
+
+
+def _one_line_error(capsys, argv: list[str]) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in err, err
+    return code, lines[0]
+
+
+def test_a_corrupt_store_exits_1(tmp_path, capsys):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "transferkit_store.json").write_text("{ not json", encoding="utf-8")
+    code, line = _one_line_error(capsys, ["plot", str(store), "--out", str(tmp_path / "p.png")])
+    assert code == 1 and line.startswith(f"Error: Corrupt store metadata {store / 'transferkit_store.json'}")
+    assert "Embed the images into a new store." in line
+
+
+def test_a_corrupt_run_exits_1(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{ not json", encoding="utf-8")
+    code, line = _one_line_error(capsys, ["train", "data", "--out", str(run), "--resume", "--quiet"])
+    assert code == 1 and "corrupt config.json" in line and "Start a new run." in line
+
+
+def test_a_missing_store_is_the_users_mistake_and_exits_2(tmp_path, capsys):
+    code, line = _one_line_error(capsys, ["plot", str(tmp_path / "nope"), "--out", str(tmp_path / "p.png")])
+    assert code == 2 and line.startswith("Error: Embedding store not found:")
+
+
+# -- library messages name parameters; the CLI shows its flags ------------------------------------
+
+
+@pytest.mark.parametrize(("message", "shown"), [
+    ("`top_k` must be a positive integer; got 0.", "Error: --top-k must be a positive integer; got 0."),
+    ("Raise `max_points` or set `seed`.", "Error: Raise --max-points or set --seed."),
+    ("`frobnicate` is not a flag of any command.", "Error: frobnicate is not a flag of any command."),
+    ("Colour by `color`, not by `vector` or `2x`.", "Error: Colour by --color, not by vector or `2x`."),
+])
+def test_backticked_parameter_names_are_shown_as_flags(tmp_path, capsys, monkeypatch, message, shown):
+    import transferkit as tk
+
+    def fail(method):
+        raise tk.ConfigError(message)
+
+    monkeypatch.setattr(tk, "check_projection_method", fail)  # the plot command's first library call
+    code, line = _one_line_error(capsys, ["plot", str(tmp_path / "store"), "--out", str(tmp_path / "p.png")])
+    assert code == 2 and line == shown
+
+
+def test_as_flags_knows_the_flags_of_every_command():
+    from transferkit.cli._app import _register_commands, as_flags
+
+    _register_commands()
+    assert as_flags("`batch_size`, `unfreeze_stages`, `perplexity`, `thumbnails`") == \
+        "--batch-size, --unfreeze-stages, --perplexity, --thumbnails"
+    assert as_flags("no backticks here: top_k") == "no backticks here: top_k"
+
+
+def test_progress_messages_show_flags_too(capsys):
+    from transferkit.cli._common import renderer
+    from transferkit.events import Event
+
+    renderer()(Event("warning", message="Hint: raise `max_points` to use more."))
+    assert capsys.readouterr().err.strip() == "Warning: Hint: raise --max-points to use more."
+    assert renderer(quiet=True) is None

@@ -81,6 +81,26 @@ def test_index_and_search_eval(embedded, capsys):
     assert "k=10" in capsys.readouterr().out
 
 
+def test_index_prints_its_result_line(embedded, capsys):
+    _, store = embedded
+    assert main(["index", str(store)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("HNSW index over 16 vectors (efSearch ") and "recall@10 1.000 vs exact (16 queries)" in out
+    assert len(out.strip().splitlines()) == 1 and "Warning" not in err
+
+
+def test_damaged_store_exits_1_with_a_neutral_remedy(embedded, capsys, tmp_path):
+    import shutil
+
+    _, store = embedded
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store, damaged)
+    (damaged / "transferkit_store.json").write_text("{not json")
+    assert main(["search-eval", str(damaged)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: Corrupt store metadata") and "Embed the images into a new store." in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -10,7 +10,8 @@ import torch
 
 from transferkit.backbones import get_backbone_spec
 from transferkit.backbones.efficientnet_lite import map_lukemelas_keys, weights_path
-from transferkit.data.images import discover, load_image
+from transferkit.data.decode import load_image
+from transferkit.data.folders import discover
 from transferkit.training.trainer import train
 
 pytestmark = pytest.mark.slow

@@ -125,9 +125,9 @@ def cli(capsys):
     return run
 
 
-def assert_clean_error(code: int, err: str, *needles: str) -> None:
-    """Exit 2, one ``Error:`` line naming the problem, no traceback."""
-    assert code == 2, err
+def assert_clean_error(code: int, err: str, *needles: str, exit_code: int = 2) -> None:
+    """Exit ``exit_code`` (2: the user's mistake, 1: a damaged file), one ``Error:`` line naming the problem, no traceback."""
+    assert code == exit_code, err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("Error:")]
     assert len(lines) == 1, err

@@ -102,7 +102,7 @@ def test_sigkill_mid_embed_then_rerun_completes_without_duplicates(tmp_path, syn
         synth.write_class_images(data / name, colour, 100, rng)
     total = 300
     store = tmp_path / "store"
-    code = (f"from transferkit.embed.extractor import Extractor, embed_folder; "
+    code = (f"from transferkit.embed.extractor import Extractor; from transferkit.embed.local import embed_folder; "
             f"embed_folder(Extractor.from_backbone('tiny_cnn'), {str(data)!r}, {str(store)!r}, batch_size=4, chunk_size=4, "
             f"quiet=True, num_workers=0)")
     proc = spawn(code)

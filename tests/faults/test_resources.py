@@ -64,7 +64,7 @@ def test_two_searches_while_embed_appends(tmp_path, synth, cli):
 
     readers = [subprocess.Popen([PYTHON, "-c", _READER, str(store), str(stop)], cwd=REPO, env=subprocess_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    writer = spawn(f"from transferkit.embed.extractor import Extractor, embed_folder; "
+    writer = spawn(f"from transferkit.embed.extractor import Extractor; from transferkit.embed.local import embed_folder; "
                    f"r = embed_folder(Extractor.from_backbone('tiny_cnn'), {str(data)!r}, {str(store)!r}, batch_size=4, "
                    f"chunk_size=6, quiet=True, num_workers=0); print(r.added, r.num_rows)")
     w_out, w_err = writer.communicate(timeout=300)
@@ -95,7 +95,8 @@ def test_embedding_streams_memory_does_not_grow_with_folder_size(tmp_path):
         import json
         from torch import nn
         from transferkit.backbones import Preprocessing
-        from transferkit.embed.extractor import Extractor, embed_folder
+        from transferkit.embed.extractor import Extractor
+        from transferkit.embed.local import embed_folder
 
         def peak_mb():
             for line in open("/proc/self/status"):

@@ -125,9 +125,11 @@ def test_damaged_run_is_refused_by_evaluate_predict_and_embed(fault, data, good_
     mutate, needle = RUN_FAULTS[fault]
     mutate(run)
     image = data / "val" / "red" / "img000.png"
+    # a damaged or incomplete run is a runtime failure (1); a folder that is no run at all, the user's mistake (2)
+    exit_code = 2 if fault == "model.json-missing" else 1
     for args in (("evaluate", run, data), ("predict", run, image), ("embed", run, data, "--store", tmp_path / "store")):
         code, _, err = cli(*args)
-        assert_clean_error(code, err, needle)
+        assert_clean_error(code, err, needle, exit_code=exit_code)
     assert not (tmp_path / "store" / "transferkit_store.json").exists()
 
 
@@ -193,17 +195,19 @@ def test_damaged_or_foreign_store_is_refused(fault, data, good_store, cli, tmp_p
     shutil.copytree(good_store, store)
     mutate, needle = STORE_FAULTS[fault]
     mutate(store)
+    # a damaged store is a runtime failure (1); not a store, or another model's, is the caller's mistake (2)
+    exit_code = 2 if fault in ("meta-missing", "other-model", "other-weights") else 1
     query = data / "val" / "red" / "img000.png"
     code, _, err = cli("search", store, query)
-    assert_clean_error(code, err, needle)
+    assert_clean_error(code, err, needle, exit_code=exit_code)
     code, _, err = cli("embed", data, *TINY, "--store", store)
     if fault == "meta-missing":
         assert_clean_error(code, err, "non-empty folder that is not an embedding store")
     else:
-        assert_clean_error(code, err, needle)
+        assert_clean_error(code, err, needle, exit_code=exit_code)
     if fault not in ("other-model", "other-weights"):  # search-eval needs no model: a relabelled model is not its concern
         code, _, err = cli("search-eval", store)
-        assert_clean_error(code, err)
+        assert_clean_error(code, err, exit_code=exit_code)
 
 
 def test_store_paths_are_never_written(data, good_store, cli, tmp_path):

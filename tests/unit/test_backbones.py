@@ -126,7 +126,7 @@ def test_missing_weights_file(tmp_path):
 
 
 def test_weights_folder_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="--weights expects a file, got the folder"):
+    with pytest.raises(ConfigError, match="`weights` must be a file; got the folder"):
         load_state_dict_file(tmp_path)
 
 
@@ -174,7 +174,8 @@ def test_torchvision_default_weights_offline_explain_the_remedies(tmp_path, monk
         create_backbone("resnet18")
     msg = str(info.value)
     assert "Cannot load pretrained weights torchvision ResNet18_Weights.IMAGENET1K_V1 for 'resnet18'" in msg
-    assert "--weights FILE" in msg and "efficientnet_lite0" in msg and "--weights none" in msg
+    assert "as `weights`" in msg and "`model` efficientnet_lite0" in msg and "set `weights` to 'none'" in msg
+    assert not any(w.startswith("--") for w in msg.split())  # a library message names parameters, never CLI flags
     assert str(tmp_path) in msg  # says where it looked
     assert not (Path(tmp_path) / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
 
@@ -242,3 +243,20 @@ def test_bf16_safety_comes_from_the_registry():
             "'timm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[False, True, True, True, True] False"
+
+
+def test_providers_fill_the_registry_on_first_lookup_not_on_import():
+    """The registry imports no provider; the first lookup imports them, and each adds its backbones."""
+    code = ("import sys; import transferkit.backbones as b; "
+            "mods = ('transferkit.backbones.tiny', 'transferkit.backbones.torchvision_models', 'torch'); "
+            "before = [m in sys.modules for m in mods]; names = b.list_backbones(include_test=True); "
+            "print(before, [m in sys.modules for m in mods[:2]], 'tiny_cnn' in names, 'resnet18' in names)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[False, False, False] [True, True] True True"
+
+
+def test_register_backbone_refuses_a_built_in_name():
+    from transferkit.backbones import register_backbone
+
+    with pytest.raises(ValueError, match="backbone 'tiny_cnn' is already registered"):
+        register_backbone(get_backbone_spec("tiny_cnn"))

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.data.images import UnreadableImageError, collate_skip, discover, list_images, load_image
+from transferkit.data.datasets import collate
+from transferkit.data.decode import UnreadableImageError, load_image
+from transferkit.data.folders import discover, list_images
 from transferkit.errors import DataError, DataNotFoundError
 
 
@@ -50,7 +52,7 @@ def test_split_is_deterministic_by_seed(flat_data):
 
 def test_val_fraction_out_of_range(flat_data):
     for bad in (0.0, 1.0, -0.1):
-        with pytest.raises(DataError, match=r"--val-fraction must be in \(0, 1\)"):
+        with pytest.raises(DataError, match=r"`val_fraction` must be in \(0, 1\)"):
             discover(flat_data, val_fraction=bad)
 
 
@@ -80,7 +82,7 @@ def test_valid_folder_is_accepted(tmp_path, synth):
 
 def test_missing_test_split_and_unknown_split(split_data):
     s = discover(split_data)
-    with pytest.raises(DataError, match=r"No test/ split under .*Use --split val"):
+    with pytest.raises(DataError, match=r"No test/ split under .*Set `split` to val"):
         s.split("test")
     with pytest.raises(DataError, match=r"Unknown split 'dev'\. Choose from: train, val, test\."):
         s.split("dev")
@@ -238,13 +240,16 @@ def test_load_image_missing_file(tmp_path):
         load_image(tmp_path / "missing.jpg")
 
 
-def test_collate_skip_drops_bad_items():
+def test_collate_drops_bad_items_and_gives_tensors_for_training():
     import torch
 
     batch = [(torch.zeros(3, 2, 2), 1, 0, None), (None, 0, 1, "bad"), (torch.ones(3, 2, 2), 2, 2, None)]
-    x, y, idx, bad = collate_skip(batch)
+    x, y, idx, bad = collate(batch, tensors=True)
     assert x.shape == (2, 3, 2, 2) and y.tolist() == [1, 2] and idx.tolist() == [0, 2] and bad == [(1, "bad")]
-    assert collate_skip([(None, 0, 5, "why")]) == (None, None, None, [(5, "why")])
+    assert x[1].sum() == 12 and y.dtype == idx.dtype == torch.long
+    assert collate([(None, 0, 5, "why")], tensors=True) == (None, None, None, [(5, "why")])
+    x, labels, idx, bad = collate(batch)
+    assert labels == [1, 2] and idx == [0, 2] and bad == [(1, "bad")]
 
 
 def _photo_like(w, h, mode, seed=0):
@@ -292,18 +297,16 @@ def test_fast_resize_reads_pils_memory_without_changing_pixels(monkeypatch):
     np.testing.assert_array_equal(fast, transform(im))
 
 
-def test_collate_items_stacks_planar_batches():
-    from transferkit.data.images import collate_items
-
+def test_collate_stacks_uint8_images_as_planar_batches():
     rng = np.random.default_rng(0)
     hwc = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)  # contiguous HWC (the exact PIL path)
     chw_view = np.ascontiguousarray(rng.integers(0, 256, (3, 4, 9), dtype=np.uint8)[:, :, 2:7]).transpose(1, 2, 0)
-    items = [(hwc, 0, {"a": 1}, None), (None, 1, None, "bad"), (chw_view, 2, {"a": 2}, None)]
-    x, idx, info, bad = collate_items(items)
+    items = [(hwc, {"a": 1}, 0, None), (None, None, 1, "bad"), (chw_view, {"a": 2}, 2, None)]
+    x, info, idx, bad = collate(items)
     assert x.shape == (2, 4, 5, 3) and idx == [0, 2] and info == [{"a": 1}, {"a": 2}] and bad == [(1, "bad")]
     np.testing.assert_array_equal(x, np.stack([hwc, chw_view]))
     assert x.transpose(0, 3, 1, 2).flags.c_contiguous  # what the OpenVINO graph takes without a copy
-    assert collate_items([(None, 0, None, "why")]) == (None, [], [], [(0, "why")])
+    assert collate([(None, None, 0, "why")]) == (None, [], [], [(0, "why")])
 
 
 def test_load_image_keep_gray(tmp_path):
@@ -335,7 +338,7 @@ def test_jpeg_fast_decode_gives_pils_pixels(interpolation, variant, size):
     """simplejpeg and Pillow both run libjpeg-turbo with its defaults: the decoded arrays, and the
     224 px crops the decoders hand on, are identical."""
     from transferkit.backbones import Preprocessing
-    from transferkit.data.images import decode_jpeg_rgbx
+    from transferkit.data.decode import decode_jpeg_rgbx
 
     variant = dict(variant)
     im = _photo_like(*size, "L" if variant.pop("grey", False) else "RGB", seed=5)
@@ -354,7 +357,7 @@ def test_jpeg_fast_decode_gives_pils_pixels(interpolation, variant, size):
 def test_jpeg_fast_decode_leaves_the_rest_to_pillow(tmp_path):
     import io
 
-    from transferkit.data.images import DRAFT_HEADROOM, decode_jpeg_rgbx
+    from transferkit.data.decode import DRAFT_HEADROOM, decode_jpeg_rgbx
 
     photo = _photo_like(120, 90, "RGB")
     plain = _jpeg_bytes(photo)
@@ -377,8 +380,9 @@ def test_jpeg_fast_decode_leaves_the_rest_to_pillow(tmp_path):
 def test_embedding_decoders_use_the_fast_jpeg_path_with_the_same_items(tmp_path, monkeypatch):
     import simplejpeg
 
-    import transferkit.embed.extractor as embed
+    import transferkit.data.datasets as datasets
     from transferkit.backbones import Preprocessing
+    from transferkit.embed.stages import file_dataset
 
     paths = []
     for k, (size, variant) in enumerate([((500, 375), {}), ((300, 420), {"progressive": True}), ((64, 48), {})]):
@@ -390,15 +394,15 @@ def test_embedding_decoders_use_the_fast_jpeg_path_with_the_same_items(tmp_path,
     real = simplejpeg.decode_jpeg
     monkeypatch.setattr(simplejpeg, "decode_jpeg", lambda *a, **k: calls.append(1) or real(*a, **k))
     pre = Preprocessing(interpolation="bicubic")
-    fast = [embed._FileDataset(paths, pre)[i] for i in range(len(paths))]
+    fast = [file_dataset(paths, pre, max_pixels=None)[i] for i in range(len(paths))]
     assert len(calls) == 3  # the three JPEGs
-    monkeypatch.setattr(embed, "decode_jpeg_rgbx", lambda *a, **k: None)
-    slow = [embed._FileDataset(paths, pre)[i] for i in range(len(paths))]
+    monkeypatch.setattr(datasets, "decode_jpeg_rgbx", lambda *a, **k: None)
+    slow = [file_dataset(paths, pre, max_pixels=None)[i] for i in range(len(paths))]
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a[0], b[0])
-        assert a[1:] == b[1:] and a[2]["width"] > 0
+        assert a[1:] == b[1:] and a[1]["width"] > 0
     calls.clear()
     monkeypatch.undo()
     monkeypatch.setattr(simplejpeg, "decode_jpeg", lambda *a, **k: calls.append(1) or real(*a, **k))
-    embed._FileDataset(paths, pre, exact=True)[0]
+    file_dataset(paths, pre, exact=True, max_pixels=None)[0]
     assert calls == []  # --exact-resize decodes with Pillow, as torchvision does

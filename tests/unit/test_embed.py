@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 
 from transferkit.backbones import create_backbone
-from transferkit.embed.extractor import Extractor, FeatureExtractor, embed_folder, row_id, scan_folder
+from transferkit.data.folders import row_id, scan_folder
+from transferkit.embed.extractor import Extractor, FeatureExtractor
+from transferkit.embed.local import embed_folder
 from transferkit.errors import ConfigError, DataError, DataNotFoundError, ModelMismatchError, StoreError
 from transferkit.store.store import EmbeddingStore
 
@@ -102,9 +104,9 @@ def test_auto_precision_keeps_fidelity_and_reports_it(tmp_path):
 
 
 def test_bad_backend_and_precision_are_config_errors():
-    with pytest.raises(ConfigError, match="precision must be one of"):
+    with pytest.raises(ConfigError, match="`precision` must be one of"):
         Extractor.from_backbone("tiny_cnn", precision="fp8")
-    with pytest.raises(ConfigError, match="backend must be one of"):
+    with pytest.raises(ConfigError, match="`backend` must be one of"):
         Extractor.from_backbone("tiny_cnn", backend="tensorrt")
 
 
@@ -198,7 +200,7 @@ def test_other_model_refused_for_existing_store(tmp_path, extractor):
     data = make_split_folder(tmp_path / "data", per_class=1)
     embed_folder(extractor, data, tmp_path / "store", progress=False)
     random_init = Extractor.from_backbone("tiny_cnn", weights="none")
-    with pytest.raises(ModelMismatchError, match="weights synthetic-seed0.*Use a new --store folder"):
+    with pytest.raises(ModelMismatchError, match="weights synthetic-seed0.*Embed into a new store"):
         embed_folder(random_init, data, tmp_path / "store", progress=False)
 
 
@@ -308,7 +310,7 @@ def test_bf16_unsafe_backbones_reach_the_inference_runner(tmp_path):
 
 @pytest.mark.parametrize("model, safe", [("efficientnet_lite0", False), ("tiny_cnn", True)])
 def test_compute_features_tells_the_runner_the_registrys_bf16_safety(tmp_path, runner_bf16_flags, model, safe):
-    from transferkit.data.images import ImageSet
+    from transferkit.data.folders import ImageSet
     from transferkit.embed.features import compute_features
 
     data = make_split_folder(tmp_path / "data", per_class=1)
@@ -318,13 +320,13 @@ def test_compute_features_tells_the_runner_the_registrys_bf16_safety(tmp_path, r
     assert runner_bf16_flags == [safe] and len(feats.features) == len(files)
 
 
-needs_openvino = pytest.mark.skipif(not __import__("transferkit.inference.runner", fromlist=["x"]).openvino_available(),
+needs_openvino = pytest.mark.skipif(not __import__("transferkit.inference.openvino_backend", fromlist=["x"]).openvino_available(),
                                     reason="openvino not installed")
 
 
 def _builds(monkeypatch) -> list[str]:
     """Record every backbone build (the registry's one build path)."""
-    import transferkit.backbones._registry as registry
+    import transferkit.backbones._catalog as registry
 
     calls: list[str] = []
     real = registry.create_backbone
@@ -396,7 +398,8 @@ HYMENOPTERA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "hym
 @pytest.mark.skipif(not HYMENOPTERA.exists(), reason="hymenoptera dataset not present")
 def test_hymenoptera_retrieval_quality(tmp_path):
     """Measured: p@5 0.942, p@1 0.955, mAP@10 0.908 on 398 images (fp32, 2-core CPU)."""
-    from transferkit.store.search import build_index, search_eval
+    from transferkit.store.evaluate import search_eval
+    from transferkit.store.index import build_index
 
     extractor = Extractor.from_backbone("efficientnet_lite0")
     report = embed_folder(extractor, HYMENOPTERA, tmp_path / "store", batch_size=32, progress=False)
@@ -413,15 +416,15 @@ def test_hymenoptera_retrieval_quality(tmp_path):
 
 def test_exact_resize_option_reaches_the_decoders(tmp_path):
     from transferkit.backbones import Preprocessing
-    from transferkit.embed.extractor import _FileDataset
+    from transferkit.embed.stages import file_dataset
 
     yy, xx = np.mgrid[0:375, 0:500]
     arr = np.stack([128 + 100 * np.sin(xx / (9 + c) + yy / 13) for c in range(3)], -1).clip(0, 255).astype("uint8")
     Image.fromarray(arr).save(tmp_path / "photo.png")
     pre = Preprocessing(interpolation="bicubic")
     ref = pre.eval_transform()(Image.open(tmp_path / "photo.png").convert("RGB"))
-    exact = _FileDataset([tmp_path / "photo.png"], pre, exact=True)[0][0]
-    fast = _FileDataset([tmp_path / "photo.png"], pre)[0][0]
+    exact = file_dataset([tmp_path / "photo.png"], pre, exact=True, max_pixels=None)[0][0]
+    fast = file_dataset([tmp_path / "photo.png"], pre, max_pixels=None)[0][0]
     np.testing.assert_allclose(pre.normalize_nhwc(exact[None])[0].numpy(), ref.numpy(), atol=1e-5)
     assert 0 < np.abs(fast.astype(int) - exact.astype(int)).max() <= 3  # the fast kernel is close, not identical
     ex = Extractor.from_backbone("tiny_cnn", precision="fp32", exact_resize=True)
@@ -487,7 +490,7 @@ def test_stopping_early_leaves_no_request_running_at_exit(tmp_path):
     # after it signals, a process that did not wait for callbacks to return aborted every time
     # ("FATAL: exception not rethrown", rc 134; by chance 1 run in 24 otherwise).
     slow_callbacks = (
-        "import time, transferkit.inference.runner as accel\n"
+        "import time, transferkit.inference.openvino_backend as accel\n"
         "real = accel._Job.on_done\n"
         "def on_done(request, userdata):\n"
         "    real(request, userdata); time.sleep(0.3)\n"

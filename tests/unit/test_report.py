@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.report.html import SECTIONS, plot_confusion_matrix, plot_history, write_report
+from transferkit.report import SECTIONS, plot_confusion_matrix, plot_history, write_report
 
 EVIL = "<script>alert('x')</script>"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferkit.errors import ConfigError
-from transferkit.store.search import SemanticSearch, cosine_similarity, exact_topk, retrieval_metrics
+from transferkit.errors import ConfigError, StoreError
+from transferkit.store.evaluate import retrieval_metrics
+from transferkit.store.search import SemanticSearch, cosine_similarity, exact_topk
 
 
 def _reference_topk(db, q, k):
@@ -63,9 +64,11 @@ def test_semantic_search_errors():
         searcher.search(np.zeros(3))
     with pytest.raises(ConfigError, match=r"shape \(4,\) but the database vectors have dimension 3"):
         searcher.search(np.ones(4))
-    with pytest.raises(ConfigError, match="top_k must be a positive integer; got 0"):
+    with pytest.raises(ConfigError, match="`top_k` must be a positive integer; got 0"):
         searcher.search(np.ones(3), top_k=0)
-    with pytest.raises(ConfigError, match="labels_db has 2 entries but embeddings_db has 3 rows"):
+    with pytest.raises(ConfigError, match="`top_k` must be a positive integer; got 2.0"):
+        searcher.search(np.ones(3), top_k=2.0)
+    with pytest.raises(ConfigError, match="`labels_db` has 2 entries but `embeddings_db` has 3 rows"):
         SemanticSearch(np.eye(3), [0, 1])
 
 
@@ -118,3 +121,11 @@ def test_retrieval_metrics_perfect_separation():
     m = retrieval_metrics(x / np.linalg.norm(x, axis=1, keepdims=True), ["a", "a", "b", "b"], (1, 3))
     assert m["p_at_1"] == 1.0 and m["map_at_1"] == 1.0 and m["r_at_1"] == 1.0
     assert m["p_at_3"] == pytest.approx(1 / 3)
+
+
+def test_retrieval_metrics_errors():
+    x = np.eye(3, dtype=np.float32)
+    with pytest.raises(ConfigError, match=r"`ks` must be positive integers; got \[0, 5\]"):
+        retrieval_metrics(x, ["a", "b", "c"], (0, 5))
+    with pytest.raises(StoreError, match="needs at least two labelled embeddings"):
+        retrieval_metrics(x[:1], ["a"], (1,))

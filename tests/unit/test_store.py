@@ -1,4 +1,4 @@
-"""EmbeddingStore: create/open checks, upsert/delete, search (exact and HNSW index)."""
+"""EmbeddingStore: create/open checks, upsert/delete, search (exact and HNSW index), the query function."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from transferkit.errors import ModelMismatchError, StoreError
-from transferkit.store.search import build_index, load_index, search_eval
+from transferkit.errors import ConfigError, CorruptStoreError, ModelMismatchError, StoreError
+from transferkit.store.evaluate import search_eval
+from transferkit.store.index import build_index, load_index
 from transferkit.store.store import META_NAME, EmbeddingStore
 
 DIM = 8
@@ -54,7 +55,7 @@ def test_reopen_and_model_mismatch_refused(store, tmp_path):
     again = EmbeddingStore.open(tmp_path / "s", model_id=MODEL)
     assert len(again) == 3 and again.dim == DIM
     other = dict(MODEL, backbone="efficientnet_lite0", dim=1280)
-    with pytest.raises(ModelMismatchError, match=r"holds embeddings from tiny_cnn.*Use a new --store folder"):
+    with pytest.raises(ModelMismatchError, match=r"holds embeddings from tiny_cnn.*Embed into a new store"):
         EmbeddingStore.open(tmp_path / "s", model_id=other)
     other_pre = dict(MODEL, preprocessing=dict(MODEL["preprocessing"], input_size=28))
     with pytest.raises(ModelMismatchError, match="28px"):
@@ -62,28 +63,44 @@ def test_reopen_and_model_mismatch_refused(store, tmp_path):
 
 
 def test_open_refuses_bad_folders(tmp_path):
-    with pytest.raises(StoreError, match="Embedding store not found"):
+    with pytest.raises(StoreError, match="Embedding store not found: .*nope. Embed images into it first") as exc:
         EmbeddingStore.open(tmp_path / "nope")
+    assert exc.value.exit_code == 2 and "--" not in str(exc.value)
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "file.txt").write_text("x")
-    with pytest.raises(StoreError, match="is not a transferkit embedding store"):
+    with pytest.raises(StoreError, match="is not a transferkit embedding store") as exc:
         EmbeddingStore.open(tmp_path / "plain")
-    with pytest.raises(StoreError, match="non-empty folder that is not an embedding store"):
+    assert exc.value.exit_code == 2
+    with pytest.raises(StoreError, match="The store path .*plain is a non-empty folder that is not an embedding store") as exc:
         EmbeddingStore.create(tmp_path / "plain", model_id=MODEL)
+    assert exc.value.exit_code == 2 and "--" not in str(exc.value)
+    with pytest.raises(StoreError, match="The store path .*file.txt is a file") as exc:
+        EmbeddingStore.create(tmp_path / "plain" / "file.txt", model_id=MODEL)
+    assert exc.value.exit_code == 2 and "--" not in str(exc.value)
 
 
 def test_open_refuses_corrupt_or_other_version(store, tmp_path):
     meta_path = tmp_path / "s" / META_NAME
     good = json.loads(meta_path.read_text())
     meta_path.write_text("{not json")
-    with pytest.raises(StoreError, match="Corrupt store metadata"):
+    with pytest.raises(CorruptStoreError, match="Corrupt store metadata.*Embed the images into a new store") as exc:
         EmbeddingStore.open(tmp_path / "s")
+    assert exc.value.exit_code == 1 and "--" not in str(exc.value)
     meta_path.write_text(json.dumps(dict(good, format_version=99)))
-    with pytest.raises(StoreError, match="store format version 99"):
+    with pytest.raises(CorruptStoreError, match="store format version 99"):
         EmbeddingStore.open(tmp_path / "s")
     meta_path.write_text(json.dumps({k: v for k, v in good.items() if k != "model"}))
-    with pytest.raises(StoreError, match="missing 'model' or 'dim'"):
+    with pytest.raises(CorruptStoreError, match="missing 'model' or 'dim'"):
         EmbeddingStore.open(tmp_path / "s")
+
+
+def test_damaged_table_is_a_corrupt_store(store, tmp_path):
+    store.upsert(_rows(3))
+    for p in (tmp_path / "s" / "embeddings.lance").rglob("*.manifest"):
+        p.write_bytes(b"garbage")
+    with pytest.raises(CorruptStoreError, match="table files are damaged.*Embed the images into a new store") as exc:
+        len(EmbeddingStore.open(tmp_path / "s"))
+    assert exc.value.exit_code == 1
 
 
 def test_upsert_wrong_dimension_refused(store):
@@ -120,17 +137,52 @@ def test_index_used_and_goes_stale(store, caplog):
     info = build_index(store, num_queries=100)
     assert info["num_vectors"] == 300 and info["recall_at_10"] >= 0.95
     assert load_index(store) is not None
-    assert store._ann_cache is None
+    loaded = store.ann_index()
+    assert loaded is not None and loaded.info["num_vectors"] == 300
+    assert store.ann_index() is loaded  # loaded once per store version
     q = rows[7]["vector"]
     ann = store.search(q, 10)
-    assert store._ann_cache[1] is not None  # the HNSW index answered
     exact = store.search(q, 10, exact=True)
     assert len({r["id"] for r in ann} & {r["id"] for r in exact}) >= 9
     assert ann[0]["id"] == "id7" and ann[0]["score"] == pytest.approx(1.0, abs=1e-5)
     store.delete(["id0"])
     with caplog.at_level(logging.WARNING, logger="transferkit"):
         assert load_index(store) is None
-    assert "out of date" in caplog.text
+        assert store.ann_index() is None  # the store's loaded index went stale with the write
+    assert "out of date" in caplog.text and "Hint: rebuild the index" in caplog.text
+    build_index(store, num_queries=50, quiet=True)
+    assert store.ann_index() is not None and store.ann_index().info["num_vectors"] == 299
+
+
+def test_a_rebuilt_index_replaces_the_loaded_one(store):
+    store.upsert(_rows(60))
+    first = build_index(store, kind="hnsw", m=8, num_queries=20, quiet=True)
+    assert store.ann_index().info["m"] == 8
+    build_index(store, kind="hnsw", m=16, num_queries=20, quiet=True)  # same store version, new index
+    assert first["store_version"] == store.version and store.ann_index().info["m"] == 16
+
+
+def test_build_index_reports_the_result_through_events(store):
+    store.upsert(_rows(50))
+    events = []
+    info = build_index(store, num_queries=20, progress=events.append)
+    assert [(e.kind, e.task) for e in events] == [("start", "index"), ("end", "index"), ("message", "")]
+    assert events[-1].message.startswith("HNSW index over 50 vectors (efSearch ")
+    assert f"recall@10 {info['recall_at_10']:.3f}" in events[-1].message
+    assert events[-1].data["num_vectors"] == 50
+
+
+def test_build_index_warns_through_events_when_the_target_recall_is_out_of_reach(store, monkeypatch):
+    from transferkit.store import index as index_mod
+
+    store.upsert(_rows(30))
+    real = index_mod._recall
+    monkeypatch.setattr(index_mod, "_recall", lambda found, truth: 0.5 * real(found, truth))  # never reaches 0.95
+    events = []
+    info = build_index(store, num_queries=10, progress=events.append)
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert info["ef_search"] == 512 and len(warnings) == 1
+    assert "below the target 0.95, at its largest ef_search (512)" in warnings[0]
 
 
 def test_search_eval_on_store(store):
@@ -144,8 +196,15 @@ def test_search_eval_on_store(store):
 
 def test_search_eval_needs_labels(store):
     store.upsert(_rows(5, label=lambda i: ""))
-    with pytest.raises(StoreError, match="fewer than two labelled embeddings"):
+    with pytest.raises(StoreError, match="fewer than two labelled embeddings; retrieval evaluation needs") as exc:
         search_eval(store)
+    assert exc.value.exit_code == 2
+
+
+def test_build_index_on_an_empty_store_is_refused(store):
+    with pytest.raises(StoreError, match="is empty; embed images into it first") as exc:
+        build_index(store)
+    assert exc.value.exit_code == 2
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
@@ -176,25 +235,126 @@ def test_index_rejects_bad_kind(store):
         build_index(store, kind="lsh")
 
 
-def test_lancedb_import_defers_the_rest_clients_api_modules_until_used(tmp_path):
-    """The REST client's nine API modules (0.9 s of ``import lancedb``) load only when something reads the package."""
+def test_the_library_leaves_sys_modules_alone_and_the_cli_defers_the_rest_client(tmp_path):
+    """The REST client's API modules (0.5 s of ``transferkit search --id``) load in the CLI only when something reads
+    the package; the library imports LanceDB plainly."""
     import subprocess
     import sys
 
-    code = (
+    use_store = (
         "import sys, numpy as np\n"
         "from transferkit.store.store import EmbeddingStore\n"
         f"s = EmbeddingStore.open_or_create({str(tmp_path / 's')!r}, model_id={{'backbone': 'x', 'dim': 4}}, source={{}})\n"
         "s.upsert([{'id': 'a', 'path': 'a.jpg', 'relpath': 'a.jpg', 'label': 'l', 'split': 'all', 'width': 1,\n"
         "           'height': 1, 'fingerprint': 'f', 'size': 1, 'mtime': 1, 'vector': np.ones(4, np.float32)}])\n"
         "print('ROWS', len(s), 'lancedb' in sys.modules, 'lance_namespace_urllib3_client.api.table_api' in sys.modules)\n"
+    )
+    cli = (
+        "from transferkit.cli.store_cmds import defer_lancedb_rest_client\n"
+        "defer_lancedb_rest_client()\n" + use_store +
         "import lance_namespace_urllib3_client as client\n"
         "print('LATER', client.TableApi.__name__, client.ApiClient.__name__, 'lance_namespace_urllib3_client.api.table_api' in sys.modules)\n"
         "try:\n    client.no_such_name\nexcept AttributeError as e:\n    print('MISSING', type(e).__name__)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout.split()
-    assert out[out.index("ROWS") + 1:out.index("ROWS") + 4] == ["1", "True", "False"]
-    assert out[out.index("LATER") + 1:out.index("LATER") + 4] == ["TableApi", "ApiClient", "True"]
-    assert "MISSING" in out
+    outputs = []
+    for code in (use_store, cli):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout.split())
+    library, deferred = outputs
+    assert library[library.index("ROWS") + 1:library.index("ROWS") + 4] == ["1", "True", "True"]
+    assert deferred[deferred.index("ROWS") + 1:deferred.index("ROWS") + 4] == ["1", "True", "False"]
+    assert deferred[deferred.index("LATER") + 1:deferred.index("LATER") + 4] == ["TableApi", "ApiClient", "True"]
+    assert "MISSING" in deferred
+
+
+# ---------------------------------------------------------------------- the query function
+def test_search_store_by_vector_and_by_id(store, tmp_path):
+    from transferkit import search_store
+
+    rows = _rows(12, seed=3)
+    store.upsert(rows)
+    q = rows[4]["vector"]
+    by_vector = search_store(store, vector=q, top_k=3)
+    assert by_vector == store.search(q, 3) and by_vector[0]["id"] == "id4"
+    assert set(by_vector[0]) == {"rank", "score", "id", "path", "relpath", "label", "split"}
+    by_id = search_store(tmp_path / "s", id="id4", top_k=3, label="a")  # a folder path opens the store
+    assert [r["id"] for r in by_id] == [r["id"] for r in store.search(q, 3, label="a", exclude_ids=["id4"])]
+    assert "id4" not in [r["id"] for r in by_id] and len(by_id) == 3 and all(r["label"] == "a" for r in by_id)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({}, ConfigError, "Pass exactly one query: `vector`, `id` or `image`; got none"),
+    ({"id": "id0", "vector": np.ones(DIM)}, ConfigError, "got vector, id"),
+    ({"id": "nope"}, ConfigError, "No embedding with id 'nope'"),
+    ({"id": "id0", "top_k": 0}, ConfigError, "`top_k` must be a positive integer; got 0"),
+    ({"vector": np.ones(DIM + 1)}, ConfigError, "dimension 8"),
+])
+def test_search_store_refuses_bad_queries(store, kwargs, error, match):
+    from transferkit import search_store
+
+    store.upsert(_rows(3))
+    with pytest.raises(error, match=match) as exc:
+        search_store(store, **kwargs)
+    assert exc.value.exit_code == 2
+
+
+def test_search_store_by_image_needs_a_rebuildable_model(tmp_path):
+    from transferkit import search_store
+
+    st = EmbeddingStore.create(tmp_path / "vectors-only", model_id=MODEL)  # filled from vectors: no `source`
+    st.upsert(_rows(3))
+    with pytest.raises(StoreError, match="records no model that can be rebuilt.*by `vector` or `id`") as exc:
+        search_store(st, image=tmp_path / "q.png")
+    assert exc.value.exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def image_store(tmp_path_factory):
+    from PIL import Image
+
+    import transferkit as tk
+
+    root = tmp_path_factory.mktemp("imgstore")
+    rng = np.random.default_rng(0)
+    for c, col in {"red": (200, 30, 30), "blue": (30, 30, 200)}.items():
+        (root / "data" / c).mkdir(parents=True)
+        for i in range(3):
+            a = (np.array(col) + rng.integers(-40, 40, (40, 40, 3))).clip(0, 255).astype("uint8")
+            Image.fromarray(a).save(root / "data" / c / f"{i}.png")
+    extractor = tk.Extractor.from_backbone("tiny_cnn", precision="fp32", backend="torch")
+    tk.embed_folder(extractor, root / "data", root / "store", quiet=True)
+    return root, tk.EmbeddingStore.open(root / "store"), extractor
+
+
+def test_search_store_by_image_path_or_pil_image_finds_the_stored_image(image_store):
+    from PIL import Image
+
+    from transferkit import search_store
+
+    root, st, extractor = image_store
+    query = root / "data" / "blue" / "1.png"
+    rebuilt = search_store(st, image=query, top_k=2)  # the store's own model, rebuilt from its metadata
+    assert rebuilt[0]["path"] == str(query.resolve()) and rebuilt[0]["score"] > 0.999
+    given = search_store(st, image=str(query), top_k=2, extractor=extractor)
+    assert given[0]["path"] == str(query.resolve()) and given[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    with Image.open(query) as im:
+        pil = search_store(st, image=im.copy(), top_k=1, extractor=extractor)
+    assert pil[0]["path"] == str(query.resolve()) and pil[0]["score"] > 0.99
+
+
+def test_search_store_by_image_errors(image_store, tmp_path):
+    import transferkit as tk
+    from transferkit.errors import DataError, DataNotFoundError
+
+    _, st, _ = image_store
+    with pytest.raises(DataNotFoundError, match="Query image not found: .*missing.png"):
+        tk.search_store(st, image=tmp_path / "missing.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="Cannot read query image .*broken.png"):
+        tk.search_store(st, image=tmp_path / "broken.png")
+    with pytest.raises(ConfigError, match="`image` must be an image file path or a PIL image; got int"):
+        tk.search_store(st, image=3)
+    other = tk.Extractor.from_backbone("tiny_cnn", weights="none", precision="fp32", backend="torch")
+    with pytest.raises(ModelMismatchError, match="holds embeddings from tiny_cnn"):
+        tk.search_store(st, image=tmp_path / "missing.png", extractor=other)

@@ -8,7 +8,7 @@ from torch import nn
 
 from transferkit.backbones import create_backbone
 from transferkit.errors import ConfigError, UnknownNameError
-from transferkit.strategies.builtin import (
+from transferkit.strategies import (
     FeatureExtraction,
     FullFineTuning,
     PartialFineTuning,
@@ -16,8 +16,8 @@ from transferkit.strategies.builtin import (
     get_strategy,
     knn_probe_accuracy,
 )
+from transferkit.training.config import TrainConfig
 from transferkit.training.model import TransferModel
-from transferkit.training.trainer import TrainConfig
 
 _BUILD = {"tiny_cnn": "default", "resnet18": "none", "efficientnet_lite0": "none"}
 
@@ -44,13 +44,13 @@ def _under(model, prefixes) -> set[str]:
 
 
 def test_feature_extraction_trains_only_the_head(model):
-    FeatureExtraction().apply(model)
+    FeatureExtraction().on_train_start(model)
     assert _trainable(model) == {"head.weight", "head.bias"}
 
 
 @pytest.mark.parametrize("num_stages", [1, 2])
 def test_partial_unfreezes_exactly_the_last_stages(model, num_stages):
-    PartialFineTuning(unfreeze_stages=num_stages).apply(model)
+    PartialFineTuning(unfreeze_stages=num_stages).on_train_start(model)
     modules = _LAST_STAGES[model.backbone.name][num_stages - 1]
     expected = _under(model, [f"backbone.model.{m}" for m in modules]) | {"head.weight", "head.bias"}
     assert _trainable(model) == expected
@@ -58,7 +58,7 @@ def test_partial_unfreezes_exactly_the_last_stages(model, num_stages):
 
 
 def test_partial_one_stage_names_are_what_the_docs_promise(model):
-    PartialFineTuning(unfreeze_stages=1).apply(model)
+    PartialFineTuning(unfreeze_stages=1).on_train_start(model)
     backbone_names = {n for n in _trainable(model) if not n.startswith("head.")}
     tops = {n.split(".")[2] if not n.startswith("backbone.model.blocks.") else "blocks." + n.split(".")[3] for n in backbone_names}
     assert tops == {"tiny_cnn": {"stage2"}, "resnet18": {"layer4"},
@@ -66,22 +66,22 @@ def test_partial_one_stage_names_are_what_the_docs_promise(model):
 
 
 def test_full_trains_everything(model):
-    FeatureExtraction().apply(model)  # start frozen so that ``full`` must undo it
-    FullFineTuning().apply(model)
+    FeatureExtraction().on_train_start(model)  # start frozen so that ``full`` must undo it
+    FullFineTuning().on_train_start(model)
     assert _trainable(model) == {n for n, _ in model.named_parameters()}
 
 
 def test_strategy_switch_refreezes(model):
-    FullFineTuning().apply(model)
-    FeatureExtraction().apply(model)
+    FullFineTuning().on_train_start(model)
+    FeatureExtraction().on_train_start(model)
     assert _trainable(model) == {"head.weight", "head.bias"}
 
 
 def test_unfreeze_stages_larger_than_backbone_is_a_config_error(model):
     n = len(model.backbone.stages)
-    with pytest.raises(ConfigError, match=rf"--unfreeze-stages {n + 1} exceeds the backbone's {n} stages"):
-        PartialFineTuning(unfreeze_stages=n + 1).apply(model)
-    PartialFineTuning(unfreeze_stages=n).apply(model)  # the maximum is allowed
+    with pytest.raises(ConfigError, match=rf"`unfreeze_stages` {n + 1} exceeds the backbone's {n} stages"):
+        PartialFineTuning(unfreeze_stages=n + 1).on_train_start(model)
+    PartialFineTuning(unfreeze_stages=n).on_train_start(model)  # the maximum is allowed
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -111,7 +111,7 @@ def test_lr_group_defaults_are_head_1e3_backbone_1e4():
 
 def test_lr_groups_feature_extraction_has_only_head(tiny_model):
     s = FeatureExtraction()
-    s.apply(tiny_model)
+    s.on_train_start(tiny_model)
     groups = _group_ids(s.param_groups(tiny_model, head_lr=1e-3, backbone_lr=1e-4))
     assert set(groups) == {"head"}
     assert groups["head"] == ({id(p) for p in tiny_model.head.parameters()}, 1e-3)
@@ -119,7 +119,7 @@ def test_lr_groups_feature_extraction_has_only_head(tiny_model):
 
 @pytest.mark.parametrize("strategy", [PartialFineTuning(unfreeze_stages=1), FullFineTuning()], ids=repr)
 def test_lr_groups_pass_values_through(tiny_model, strategy):
-    strategy.apply(tiny_model)
+    strategy.on_train_start(tiny_model)
     groups = _group_ids(strategy.param_groups(tiny_model, head_lr=0.123, backbone_lr=0.0042))
     assert set(groups) == {"head", "backbone"}
     assert groups["head"] == ({id(p) for p in tiny_model.head.parameters()}, 0.123)
@@ -137,7 +137,7 @@ def _bn_stats(model) -> dict[str, torch.Tensor]:
 
 
 def _train_step(model, strategy) -> None:
-    strategy.apply(model)
+    strategy.on_train_start(model)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     strategy.set_train_mode(model)
     x = torch.randn(4, 3, 32, 32) * 2 + 1
@@ -267,3 +267,40 @@ def test_knn_probe_accuracy_separable_and_random():
     assert knn_probe_accuracy(feats.numpy(), labels.numpy()) == 1.0
     unrelated = (torch.arange(40) // 2) % 2  # each cluster holds both labels equally
     assert knn_probe_accuracy(feats.numpy(), unrelated.numpy()) <= 0.7
+
+
+# -- registry --------------------------------------------------------------------------------------
+
+
+def test_register_and_unregister_a_strategy():
+    from transferkit.strategies import Strategy, list_strategies, register_strategy, unregister_strategy
+
+    class HeadAndStem(Strategy):
+        name = "head-and-stem"
+
+        def trainable_backbone_stages(self, num_stages):
+            return [0]
+
+    register_strategy(HeadAndStem, aliases=("stem",))
+    try:
+        assert list_strategies() == ["feature-extraction", "partial", "full", "head-and-stem"]
+        assert type(get_strategy("stem")) is HeadAndStem and type(get_strategy("head_and_stem")) is HeadAndStem
+        with pytest.raises(ValueError, match="'head-and-stem' is already registered"):
+            register_strategy(HeadAndStem)
+        with pytest.raises(UnknownNameError, match=r"Choose from: auto, feature-extraction, full, head-and-stem, partial\."):
+            get_strategy("nope")
+    finally:
+        unregister_strategy("head-and-stem")
+    assert list_strategies() == ["feature-extraction", "partial", "full"]
+    with pytest.raises(UnknownNameError):
+        get_strategy("stem")
+
+
+def test_auto_is_not_a_registrable_name():
+    from transferkit.strategies import Strategy, register_strategy
+
+    class Auto(Strategy):
+        name = "auto"
+
+    with pytest.raises(ValueError, match="'auto' is already registered"):
+        register_strategy(Auto)

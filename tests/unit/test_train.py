@@ -15,10 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transferkit.errors import ConfigError, DataError, DataNotFoundError, RunError, UnknownNameError
-from transferkit.inference import runner as accel
+from transferkit.errors import ConfigError, CorruptRunError, DataError, DataNotFoundError, RunError, UnknownNameError
+from transferkit.inference import policy as accel
+from transferkit.training.compare import compare
 from transferkit.training.model import load_model
-from transferkit.training.run import Run, compare, load_run
+from transferkit.training.run import Run, load_run
 from transferkit.training.trainer import train
 
 #: Fast, deterministic settings for tiny_cnn on 32x32 colour blobs (AdamW at 1e-3 barely moves in 3 epochs).
@@ -169,7 +170,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(strategy, request, sp
     with (out / "history.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 1
     assert not (out / "metrics.json").exists()
-    with pytest.raises(RunError, match="already holds a run. Continue it with --resume"):
+    with pytest.raises(RunError, match="already holds a run. Resume it, or choose another output folder"):
         train(split_data, strategy=strategy, epochs=3, out=out, **FAST)
 
     # Meanwhile the environment changed so that `auto` would now pick OpenVINO for this many images
@@ -213,7 +214,7 @@ def test_resume_removes_the_half_written_files_of_a_killed_run(fe_run, tmp_path,
 
 
 def test_resume_without_a_run_is_a_run_error(tmp_path):
-    with pytest.raises(RunError, match=r"Nothing to resume in .*config\.json is missing\. Start a new run without --resume"):
+    with pytest.raises(RunError, match=r"Nothing to resume in .*config\.json is missing\. Start a new run instead"):
         train("unused", out=tmp_path / "nothing", resume=True, quiet=True)
 
 
@@ -221,12 +222,13 @@ def test_resume_with_corrupt_checkpoint_is_a_run_error(fe_run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(fe_run.path, out)
     (out / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(RunError, match=r"Cannot resume .*: corrupt checkpoint\.pt"):
+    with pytest.raises(CorruptRunError, match=r"Cannot resume .*: corrupt checkpoint\.pt") as info:
         train("unused", out=out, resume=True, quiet=True)
+    assert info.value.exit_code == 1  # a damaged file is a runtime failure, not the user's call
 
 
 def test_existing_run_dir_without_resume_is_a_run_error(fe_run, split_data):
-    with pytest.raises(RunError, match=r"already holds a run\. Continue it with --resume, or choose another --out\."):
+    with pytest.raises(RunError, match=r"already holds a run\. Resume it, or choose another output folder\."):
         train(split_data, out=fe_run.path, **FAST)
 
 
@@ -318,7 +320,7 @@ def test_predict_top_k_sorted_probabilities(fe_run, split_data):
     (full,) = fe_run.predict([img], top_k=10, num_workers=0)
     assert len(full["predictions"]) == 3
     assert sum(p["probability"] for p in full["predictions"]) == pytest.approx(1.0, abs=1e-5)
-    with pytest.raises(DataError, match="--top-k must be >= 1; got 0"):
+    with pytest.raises(DataError, match="`top_k` must be >= 1; got 0"):
         fe_run.predict(img, top_k=0)
 
 
@@ -353,11 +355,13 @@ def test_corrupt_model_json_is_a_run_error(fe_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(fe_run.path, out)
     (out / "model.json").write_text("{not json")
-    with pytest.raises(RunError, match=r"Corrupt run metadata .*model\.json"):
+    with pytest.raises(CorruptRunError, match=r"Corrupt run metadata .*model\.json") as corrupt:
         load_run(out)
+    assert corrupt.value.exit_code == 1
     os.remove(out / "model.json")
-    with pytest.raises(RunError, match=r"is not a transferkit run: model\.json is missing"):
+    with pytest.raises(RunError, match=r"is not a transferkit run: model\.json is missing") as not_a_run:
         load_run(out)
+    assert not isinstance(not_a_run.value, CorruptRunError) and not_a_run.value.exit_code == 2
 
 
 def test_compare_writes_three_rows(split_data, tmp_path):
@@ -398,3 +402,152 @@ def test_frozen_feature_runner_gets_the_registrys_bf16_safety(split_data, tmp_pa
     opts = {**FAST, "model": model, "weights": "none"}
     train(split_data, strategy="feature-extraction", epochs=1, out=tmp_path / "run", **opts)
     assert runner_bf16_flags and set(runner_bf16_flags) == {safe}
+
+
+# -- one config, validated once -------------------------------------------------------------------
+
+
+def test_unknown_option_is_a_config_error_with_close_matches(split_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"Unknown training option `epoch`\. Did you mean 'epochs'\?"):
+        train(split_data, out=tmp_path / "run", epoch=3, **FAST)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_is_validated_when_built():
+    from transferkit.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"`epochs` must be a positive int; got 0\."):
+        TrainConfig(data="x", epochs=0)
+    with pytest.raises(ConfigError, match=r"`num_workers` must be an int >= 0"):
+        TrainConfig(num_workers=-1)
+    with pytest.raises(UnknownNameError, match=r"Unknown strategy 'ful'"):
+        TrainConfig(strategy="ful")
+    assert TrainConfig(data=Path("d"), weights=Path("w.pth")).to_dict()["weights"] == "w.pth"
+
+
+def test_a_config_object_with_options_on_top(split_data, tmp_path):
+    from transferkit.training.config import TrainConfig
+
+    base = TrainConfig(model="tiny_cnn", strategy="feature-extraction", epochs=4, num_workers=0, head_lr=0.05, batch_size=8)
+    run = train(split_data, config=base, epochs=1, out=tmp_path / "run", quiet=True)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved == {**base.to_dict(), "data": str(split_data), "epochs": 1}
+    assert len(run.history) == 1 and base.epochs == 4  # the caller's config is not changed
+
+
+# -- randomness -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-process"])
+def test_train_leaves_the_global_rng_alone_and_does_not_depend_on_it(split_data, tmp_path, workers):
+    opts = {**FAST, "num_workers": workers}
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    first = train(split_data, strategy="partial", epochs=2, out=tmp_path / "a", **opts)  # augmentation on
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(99)  # another global state: the same run
+    second = train(split_data, strategy="partial", epochs=2, out=tmp_path / "b", **opts)
+    assert _losses(first) == _losses(second)
+    assert first.metrics["val_loss"] == second.metrics["val_loss"]
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+def test_progress_goes_to_the_callback_as_events(split_data, tmp_path, capsys):
+    events = []
+    opts = {k: v for k, v in FAST.items() if k != "quiet"}
+    run = train(split_data, strategy="partial", epochs=2, out=tmp_path / "run", progress=events.append, **opts)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    epochs = [e for e in events if e.kind == "message" and "epoch" in e.data]
+    assert [e.data["epoch"] for e in epochs] == [1, 2]
+    for e, row in zip(epochs, run.history):
+        assert e.data["train_loss"] == pytest.approx(row["train_loss"], rel=1e-5)
+        assert e.data["val_accuracy"] == pytest.approx(row["val_accuracy"])
+        assert e.message.startswith(f"epoch {row['epoch']}/2  train_loss")
+    assert epochs[0].data["is_best"] is True
+    bars = [e for e in events if e.task == "epoch"]
+    assert [e.kind for e in bars if e.kind != "advance"] == ["start", "end", "start", "end"]
+    assert {e.total for e in bars} == {36} and max(e.completed for e in bars) == 36
+    assert [e.description for e in bars if e.kind == "start"] == ["epoch 1/2", "epoch 2/2"]
+    assert any(e.task == "evaluate" and e.kind == "end" for e in events)
+    assert events[-1].message.startswith("Best epoch") and events[-1].data["run"] == str(run.path)
+
+
+# -- strategy hooks and state across a resume ------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def gradual():
+    """A strategy that unfreezes one more backbone stage at each epoch boundary from epoch 2 on."""
+    from transferkit.strategies import Strategy, register_strategy, unregister_strategy
+
+    class GradualUnfreezing(Strategy):
+        name = "test-gradual"
+
+        def __init__(self):
+            self.unfrozen = 0
+
+        def trainable_backbone_stages(self, num_stages):
+            return list(range(num_stages - self.unfrozen, num_stages))
+
+        def on_epoch_start(self, model, epoch, optimizer):
+            target = min(epoch - 1, len(model.backbone.stages))
+            if target == self.unfrozen:
+                return False
+            self.unfrozen = target
+            self.on_train_start(model)
+            return True
+
+        def state_dict(self):
+            return {"name": self.name, "unfrozen": self.unfrozen}
+
+        def load_state_dict(self, state):
+            super().load_state_dict(state)
+            self.unfrozen = int(state["unfrozen"])
+
+    register_strategy(GradualUnfreezing)
+    yield GradualUnfreezing.name
+    unregister_strategy(GradualUnfreezing.name)
+
+
+def test_epoch_hook_rebuilds_the_optimizer_on_the_schedule(gradual, split_data, tmp_path):
+    run = train(split_data, strategy=gradual, epochs=3, out=tmp_path / "run", **FAST)
+    h = run.history
+    assert h[0]["lr_backbone"] == 0.0  # epoch 1: the head only
+    # the rebuilt optimizer's scheduler continues the cosine schedule where the head's is
+    assert [r["lr_head"] for r in h] == pytest.approx([0.05, 0.05 * 0.75, 0.05 * 0.25])
+    assert [r["lr_backbone"] for r in h[1:]] == pytest.approx([0.01 * 0.75, 0.01 * 0.25])
+    groups = {g["name"]: g["params"] for g in run.metrics["parameters"]["groups"]}
+    assert groups["backbone"] == (16 * 32 * 9 + 2 * 32) + (8 * 16 * 9 + 2 * 16)  # stage2 + stage1 convs and BNs
+    assert torch.load(run.path / "checkpoint.pt", weights_only=True) == {"finished": True, "epoch": 3}
+
+
+def test_a_resumed_run_continues_the_strategys_schedule(gradual, split_data, tmp_path, monkeypatch):
+    from transferkit.training import trainer as T
+
+    reference = train(split_data, strategy=gradual, epochs=3, out=tmp_path / "reference", **FAST)
+    original = T._Trainer._checkpoint
+
+    def checkpoint_then_stop(self, epoch):
+        original(self, epoch)
+        if epoch == 2:
+            raise _Interrupted
+
+    monkeypatch.setattr(T._Trainer, "_checkpoint", checkpoint_then_stop)
+    out = tmp_path / "stopped"
+    with pytest.raises(_Interrupted):
+        train(split_data, strategy=gradual, epochs=3, out=out, **FAST)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["strategy"] == {"name": gradual, "unfrozen": 1}
+    monkeypatch.setattr(T._Trainer, "_checkpoint", original)
+    resumed = train("unused", out=out, resume=True, quiet=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    for (a_tr, a_va), (b_tr, b_va) in zip(_losses(resumed), _losses(reference)):
+        assert a_tr == pytest.approx(b_tr, abs=1e-6) and a_va == pytest.approx(b_va, abs=1e-6)
+    assert resumed.metrics["parameters"] == reference.metrics["parameters"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 import re
 import sys
 import types
@@ -14,8 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import transferkit as tk
+from transferkit import viz
 from transferkit.errors import ConfigError, DataError, MissingDependencyError, UnknownNameError
-from transferkit.viz import projection as viz
+from transferkit.viz import plots, projection, tsne
 
 
 def clusters(n_per=50, dim=32, k=3, seed=0, spread=0.3):
@@ -69,6 +70,35 @@ def test_tsne_perplexity_clamped_with_notice():
     assert p.coords.shape == (30, 2) and np.isfinite(p.coords).all()
 
 
+def test_tsne_reports_its_iterations_and_notices_as_events(capsys):
+    x, _ = clusters(n_per=10)  # 30 points: the perplexity is clamped, fast settings apply from 5,000 only
+    events = []
+    p = viz.project(x, method="tsne", perplexity=30, n_jobs=1, progress=events.append)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "warning" and events[0].message == p.notices[0]  # the notice comes before the long part
+    bar = [e for e in events if e.task == "tsne"]
+    assert bar[0].kind == "start" and bar[-1].kind == "end" and bar[0].total == 250 + 500
+    advances = [e.completed for e in bar if e.kind == "advance"]
+    assert advances == list(range(50, 751, 50))  # every 50 iterations, up to the total
+    assert capsys.readouterr().err == ""  # a callback replaces the console
+    viz.project(x, method="tsne", perplexity=5, n_jobs=1, quiet=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_pca_reports_nothing_but_its_notices():
+    x, _ = clusters(n_per=100)
+    events = []
+    viz.project(x, method="pca", progress=events.append)
+    assert events == []
+    viz.project(x, method="pca", max_points=120, progress=events.append)
+    assert [e.kind for e in events] == ["warning"] and "raise `max_points` to use more" in events[0].message
+
+
+def test_public_names_are_the_viz_functions():
+    assert (tk.project, tk.plot_png, tk.plot_html, tk.Projection) == (viz.project, viz.plot_png, viz.plot_html, viz.Projection)
+    assert tk.check_projection_method("t-SNE") == "tsne"
+
+
 def test_subsampling_above_max_points():
     x, labels = clusters(n_per=100)
     p = viz.project(x, method="pca", max_points=120, seed=3)
@@ -81,7 +111,7 @@ def test_subsampling_above_max_points():
 
 
 def test_tsne_default_limit_is_applied(monkeypatch):
-    monkeypatch.setattr(viz, "DEFAULT_MAX_POINTS", 40)
+    monkeypatch.setattr(projection, "DEFAULT_MAX_POINTS", 40)
     x, _ = clusters(n_per=20)
     assert viz.project(x, method="tsne", n_jobs=1).num_points == 40
     assert viz.project(x, method="pca").num_points == 60  # PCA has no default limit
@@ -122,7 +152,7 @@ def test_umap_missing_raises_before_any_work(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install 'transferkit\[umap\]'"):
         viz.project("not even an array", method="umap")
     with pytest.raises(ImportError):  # also catchable as the built-in
-        viz.check_method("umap")
+        viz.check_projection_method("umap")
 
 
 def test_umap_uses_the_umap_package(monkeypatch):
@@ -175,10 +205,10 @@ def test_plot_png_custom_size_and_subsampled_labels(tmp_path):
 def test_default_titles():
     x, _ = clusters()
     pca = viz.project(x)
-    assert re.fullmatch(r"PCA of 150 embeddings - PC1\+PC2 explain \d+\.\d% of variance", viz._default_title(pca))
-    assert viz._axis_titles(pca)[0].startswith("PC1 (") and "% of variance)" in viz._axis_titles(pca)[0]
+    assert re.fullmatch(r"PCA of 150 embeddings - PC1\+PC2 explain \d+\.\d% of variance", plots._default_title(pca))
+    assert plots._axis_titles(pca)[0].startswith("PC1 (") and "% of variance)" in plots._axis_titles(pca)[0]
     sub = viz.project(x, max_points=100)
-    assert viz._default_title(sub).startswith("PCA of 100 of 150 embeddings (random subsample)")
+    assert plots._default_title(sub).startswith("PCA of 100 of 150 embeddings (random subsample)")
 
 
 # --------------------------------------------------------------------------- HTML
@@ -233,6 +263,11 @@ def test_plot_html_points_thumbnails_and_self_contained(tmp_path, images):
     with Image.open(io.BytesIO(base64.b64decode(thumbs[0].split(",", 1)[1]))) as im:
         assert im.size == (64, 38)
     assert "2 of 12 images could not be read" in page
+    events = []
+    viz.plot_html(p, labels, images, tmp_path / "again.html", progress=events.append)
+    bar = [(e.kind, e.task, e.total, e.completed) for e in events if e.kind != "warning"]
+    assert bar == [("start", "thumbnails", 12, 0), ("advance", "thumbnails", 12, 12), ("end", "thumbnails", 12, 12)]
+    assert [e.message for e in events if e.kind == "warning"] == ["2 of 12 images could not be read; those points have no thumbnail."]
 
     # hover text names the path and the (escaped) label
     hover = [h for t in traces for h in t["hovertext"]]
@@ -246,13 +281,14 @@ def test_plot_html_points_thumbnails_and_self_contained(tmp_path, images):
     assert {p: p.read_bytes() for p in images if p.exists()} == before  # images only read
 
 
-def test_plot_html_thumbnail_cap_and_no_thumbnails(tmp_path, images, caplog):
+def test_plot_html_thumbnail_cap_and_no_thumbnails(tmp_path, images):
     x, labels = clusters(n_per=4)
     p = viz.project(x)
-    with caplog.at_level(logging.WARNING, logger="transferkit.viz.projection"):
-        out = viz.plot_html(p, labels, images, tmp_path / "capped.html", max_thumbnails=5)
+    events = []
+    out = viz.plot_html(p, labels, images, tmp_path / "capped.html", max_thumbnails=5, progress=events.append)
     page = out.read_text(encoding="utf-8")
-    assert "No hover thumbnails: 12 points is over the limit of 5" in caplog.text
+    assert [e.kind for e in events] == ["warning"]
+    assert events[0].message.startswith("No hover thumbnails: 12 points is over the limit of 5.")
     assert "No hover thumbnails" in page and "data:image/jpeg" not in page
     page = viz.plot_html(p, labels, images, tmp_path / "off.html", thumbnails=False).read_text(encoding="utf-8")
     assert "data:image/jpeg" not in page
@@ -297,15 +333,15 @@ def test_cli_plot_png_and_html(tmp_path, store, capsys):
     out = tmp_path / "o.html"
     assert main(["plot", str(store), "--method", "tsne", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "Note: Perplexity 30 is too large for 12 points" in captured.err
+    assert "Warning: Perplexity 30 is too large for 12 points" in captured.err
     assert sum(len(_array(t["x"])) for t in _plotly_traces(out.read_text(encoding="utf-8"))) == 12
 
     calls = []
-    real = viz.project
+    real = tk.project
     viz_project = lambda *a, **k: calls.append(k.get("fast")) or real(*a, **k)  # noqa: E731
     import unittest.mock
 
-    with unittest.mock.patch.object(viz, "project", viz_project):
+    with unittest.mock.patch.object(tk, "project", viz_project):  # the CLI calls the public API
         assert main(["plot", str(store), "--method", "tsne", "--full-tsne", "--out", str(tmp_path / "f.png")]) == 0
         assert main(["plot", str(store), "--method", "tsne", "--out", str(tmp_path / "g.png")]) == 0
     assert calls == [False, True]  # --full-tsne turns the fast settings off
@@ -340,7 +376,7 @@ def test_cli_plot_umap_missing(tmp_path, monkeypatch, capsys):
 def test_knn_euclidean_is_exact(n, k):
     rng = np.random.default_rng(n)
     x = rng.normal(size=(n, 16)).astype(np.float32)
-    idx, dist = viz.knn_euclidean(x, k, block_rows=17)  # several blocks, one partial
+    idx, dist = tsne.knn_euclidean(x, k, block_rows=17)  # several blocks, one partial
     full = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
     np.fill_diagonal(full, np.inf)
     want = np.argsort(full, axis=1, kind="stable")[:, :k]
@@ -362,10 +398,10 @@ def test_fast_tsne_settings_apply_from_the_threshold(monkeypatch):
             super().__init__(**kwargs)
 
     monkeypatch.setattr(openTSNE, "TSNE", Spy)
-    monkeypatch.setattr(viz, "FAST_TSNE_MIN_POINTS", 100)
+    monkeypatch.setattr(tsne, "FAST_TSNE_MIN_POINTS", 100)
     x, _ = clusters(n_per=40, spread=1.0)
     viz.project(x, method="tsne", seed=0, n_jobs=1)
-    assert seen["n_iter"] == viz.FAST_TSNE_ITERATIONS and seen["negative_gradient_method"] == "fft"
+    assert seen["n_iter"] == tsne.FAST_TSNE_ITERATIONS and seen["negative_gradient_method"] == "fft"
     seen.clear()
     viz.project(x, method="tsne", seed=0, n_jobs=1, fast=False)
     assert "n_iter" not in seen and "negative_gradient_method" not in seen

@@ -13,12 +13,26 @@ from transferkit.cli import main
 SECTIONS = ("dataset", "strategy", "training", "metrics", "embedding", "retrieval", "gallery")
 
 
+EVENTS: list = []
+
+
 @pytest.fixture(scope="module")
 def result(dataset_factory, tmp_path_factory):
     data = dataset_factory("split", per_class=12, val_per_class=4)
     out = tmp_path_factory.mktemp("pipe") / "run"
     return tk.pipeline(data, out=out, model="tiny_cnn", strategy="feature-extraction", epochs=3, batch_size=8,
-                       head_lr=0.05, num_workers=0, quiet=True)
+                       head_lr=0.05, num_workers=0, progress=EVENTS.append)
+
+
+def test_pipeline_reports_each_step_and_the_long_tasks_as_events(result):
+    steps = [e.message.split("]")[0] + "]" for e in EVENTS if e.kind == "message" and e.message.startswith("[")]
+    assert steps == ["[1-3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]"]
+    assert EVENTS[-1].kind == "message" and EVENTS[-1].message == f"Report: {result.report_path}"
+    tasks = {e.task for e in EVENTS if e.kind == "start"}
+    assert {"tsne", "thumbnails"} <= tasks  # the plot step's long parts
+    ends = [e for e in EVENTS if e.kind == "end" and e.task == "tsne"]
+    assert len(ends) == 1 and ends[0].completed == ends[0].total
+    assert any(e.kind == "warning" and e.message.startswith("Perplexity 30 is too large for 48 points") for e in EVENTS)
 
 
 def test_pipeline_writes_every_output(result):

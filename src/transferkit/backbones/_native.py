@@ -1,9 +1,8 @@
 """Plain-PyTorch ResNet and EfficientNet-Lite0, state_dict-compatible with torchvision and timm.
 
-Building a module through torchvision costs ~1.7 s of imports on the 2-core reference machine
-(``torchvision.ops`` imports ``torch._dynamo``), and through timm ~2.2 s (timm imports
-torchvision). A cold ``transferkit embed`` pays that before the first image, so the two
-flagship backbones are defined here with nothing but ``torch.nn``:
+Building a module through torchvision or timm costs ~2 s of imports (``torchvision.ops``
+imports ``torch._dynamo``; timm imports torchvision), paid by a cold ``transferkit embed``
+before its first image, so the two flagship backbones are defined here with nothing but ``torch.nn``:
 
 - :class:`ResNet` has torchvision's ``resnet18/34/50`` layout and parameter names
   (``conv1``, ``bn1``, ``layer1.0.conv1`` ..., ``fc``), so torchvision's checkpoints load

@@ -81,10 +81,8 @@ class Preprocessing:
         Args:
             exact: resize with PIL, as :meth:`eval_transform` does (bit-identical pixels).
                 By default bilinear and bicubic resizing uses PyTorch's antialiased uint8
-                kernel instead: measured 3.5x faster than PIL's bicubic (0.6 ms against 2.1 ms
-                for a ~500x375 photo) and within 2 grey levels of it per pixel; EfficientNet-Lite0
-                embeddings of 3,157 photos stayed at cosine >= 0.99997 to the exact path
-                (BENCHMARKS.md, target 1).
+                kernel instead: 3.5x faster than PIL's bicubic and within 2 grey levels of it
+                per pixel (embeddings at cosine >= 0.99997 to the exact path; BENCHMARKS.md, target 1).
         """
         import numpy as np
         from PIL import Image
@@ -157,8 +155,7 @@ def _torch_resize_crop(im, out_hw: tuple[int, int], crop: tuple[int, int, int], 
 
     An RGB image's pixels are read in PIL's own memory (:func:`_rgbx_view`; a packed copy
     where that is not possible), and the crop is returned as a view: the batch collation makes
-    the one copy (measured: 0.78 against 1.17 ms per ~500x375 photo with two extra copies,
-    bicubic, one thread).
+    the one copy (two extra copies cost a third more time per photo).
     """
     import numpy as np
     import torch
@@ -166,7 +163,7 @@ def _torch_resize_crop(im, out_hw: tuple[int, int], crop: tuple[int, int, int], 
 
     if isinstance(im, np.ndarray):  # RGBX from decode_jpeg_rgbx: the 4-channel layout _rgbx_view reads from PIL
         arr = im
-    elif im.mode != "RGB":  # greyscale: the 3-channel kernel is faster than the 1-channel one (0.52 vs 0.84 ms)
+    elif im.mode != "RGB":  # greyscale: the 3-channel kernel is 1.6x faster than the 1-channel one
         arr = np.repeat(np.asarray(im)[:, :, None], 3, axis=2)
     elif (arr := _rgbx_view(im)) is None:
         arr = np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.size[1], im.size[0], 3)  # read-only; never written
@@ -183,8 +180,7 @@ def _rgbx_view(im):
 
     The resize kernel works on 4 channels anyway, and each channel is resized on its own, so
     the first three channels equal the resize of the RGB bytes; this skips ``tobytes``
-    (packing to RGB: 0.21 ms per photo, mean over 300 ants/bees and flowers photos) and the
-    kernel's repacking to 4 channels.
+    (packing to RGB, ~0.2 ms per photo) and the kernel's repacking to 4 channels.
     """
     if not hasattr(im, "__arrow_c_array__"):
         return None

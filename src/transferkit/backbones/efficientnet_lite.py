@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-from ._registry import BackboneSpec, group_stages, register_backbone, weights_error
+from ._registry import BackboneSpec, add_backbone, group_stages
 from ._spec import Preprocessing, WeightsInfo
+from ._weights import load_backbone_state, weights_error
 
 PREPROCESSING = Preprocessing(input_size=224, resize_size=256, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -78,7 +79,6 @@ def _build():
 def _load(module) -> None:
     import torch
 
-    from ._registry import load_backbone_state
 
     path = weights_path()
     if path is None:
@@ -92,7 +92,7 @@ def _remap(state: dict) -> dict:
     return map_lukemelas_keys(state, _block_layout())
 
 
-register_backbone(
+add_backbone(
     BackboneSpec(
         name="efficientnet_lite0",
         family="bundled",
@@ -107,9 +107,8 @@ register_backbone(
         is_available_offline=lambda: weights_path() is not None,
         description="EfficientNet-Lite0 (timm tf_efficientnet_lite0)",
         remap_state_dict=_remap,
-        # bf16 misses the 0.999 cosine bar on these weights. Measured (2026-12-01, min cosine to eager
-        # fp32 over 892 photos): OpenVINO bf16 0.970 on the 600 steel-surface ones, 0.995 on flowers and
-        # ants/bees; torch autocast 0.985 on the steel ones. BENCHMARKS.md, target 1.
+        # bf16 misses the 0.999 cosine bar on these weights (min cosine to fp32 0.970 on steel-surface
+        # photos; BENCHMARKS.md, target 1).
         bf16_safe=False,
     )
 )

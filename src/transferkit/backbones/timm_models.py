@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ._registry import BackboneSpec, group_stages, weights_error
+from ._registry import BackboneSpec, group_stages
 from ._spec import Preprocessing, WeightsInfo
+from ._weights import weights_error
 
 
 def _preprocessing(cfg: dict) -> Preprocessing:

@@ -6,7 +6,7 @@ everywhere (``synthetic-seed0``), so tests exercise the same code path as real w
 
 from __future__ import annotations
 
-from ._registry import BackboneSpec, register_backbone
+from ._registry import BackboneSpec, add_backbone
 from ._spec import Preprocessing, WeightsInfo
 
 PREPROCESSING = Preprocessing(input_size=32, resize_size=36, interpolation="bilinear")
@@ -28,11 +28,8 @@ def _build():
 
 
 def _load(module) -> None:
-    import torch
-
     fresh, _, _ = _build_seeded()
     module.load_state_dict(fresh.state_dict())
-    del torch
 
 
 def _build_seeded():
@@ -46,7 +43,7 @@ def _build_seeded():
         torch.random.set_rng_state(state)
 
 
-register_backbone(
+add_backbone(
     BackboneSpec(
         name="tiny_cnn",
         family="test",

@@ -1,8 +1,8 @@
 """torchvision ImageNet backbones: their weights are downloaded once into torch hub's cache.
 
 The registry records each model's default weights (URL, tag, preprocessing) as plain data,
-so looking a backbone up never imports torchvision (whose import costs ~1.8 s here, most of
-it ``torch._dynamo`` pulled in by ``torchvision.ops``). The ResNets are built by
+so looking a backbone up never imports torchvision (~1.8 s of imports, most of it
+``torch._dynamo`` pulled in by ``torchvision.ops``). The ResNets are built by
 :mod:`._native` (torchvision's layout and names, no torchvision import); torchvision builds
 MobileNetV3. ``tests/unit/test_backbones.py`` checks the table against torchvision's weight enums.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from ._registry import BackboneSpec, group_stages, register_backbone, weights_error
+from ._registry import BackboneSpec, add_backbone, group_stages
 from ._spec import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, WeightsInfo
+from ._weights import load_backbone_state, weights_error
 
 
 class TorchvisionWeights(NamedTuple):
@@ -55,7 +56,6 @@ def _loader(name: str, weights: TorchvisionWeights):
     def load(module) -> None:
         import torch
 
-        from ._registry import load_backbone_state
 
         try:
             state = torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True)
@@ -92,7 +92,7 @@ def _mobilenet_v3_large_builder():
 
 def _register(name: str, builder, description: str) -> None:
     weights = DEFAULT_WEIGHTS[name]
-    register_backbone(
+    add_backbone(
         BackboneSpec(
             name=name,
             family="torchvision",

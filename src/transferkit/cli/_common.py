@@ -1,16 +1,29 @@
-"""Small helpers shared by the command modules."""
+"""Helpers shared by the command modules: output, the event renderer, logging, and flag names in messages."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sys
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+from ._root import app
 
 
 def print_json(obj: Any) -> None:
-    from .._io import _json_default
-
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):  # numpy scalars and arrays
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def console():
@@ -25,9 +38,25 @@ def err_console():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def renderer(quiet: bool = False):
+    """The ``progress`` callback of a command: library events drawn with Rich on stderr, parameter names as flags.
+
+    ``None`` when ``quiet`` (pass ``quiet=quiet`` too, and the library reports nothing).
+    """
+    if quiet:
+        return None
+    import transferkit as tk
+
+    draw = tk.ConsoleRenderer()
+
+    def render(event) -> None:
+        draw(replace(event, message=as_flags(event.message)) if event.message else event)
+
+    return render
+
+
 def setup_logging(quiet: bool) -> None:
-    """Send transferkit warnings to stderr (one line each)."""
-    import logging
+    """Send transferkit's logged warnings to stderr (one line each, parameter names as flags)."""
 
     class _CurrentStderr(logging.StreamHandler):
         # Resolve sys.stderr at each message, so in-process callers that swap it (tests, notebooks) see warnings.
@@ -39,11 +68,43 @@ def setup_logging(quiet: bool) -> None:
         def stream(self, value):
             pass
 
+    class _FlagFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return as_flags(super().format(record))
+
     log = logging.getLogger("transferkit")
     if not any(getattr(h, "_transferkit", False) for h in log.handlers):
         handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("Warning: %(message)s"))
+        handler.setFormatter(_FlagFormatter("Warning: %(message)s"))
         handler._transferkit = True  # type: ignore[attr-defined]
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+def as_flags(message: str) -> str:
+    """A library message as the CLI user reads it: backticked parameter names become the flags that set them
+    (```top_k``` -> ``--top-k``); other backticked text loses its backticks."""
+    flags = _flags(len(app.registered_commands))
+
+    def sub(m: re.Match) -> str:
+        word = m.group(1)
+        return flags.get(word) or word
+
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", sub, message)
+
+
+@lru_cache(maxsize=4)
+def _flags(num_commands: int) -> dict[str, str]:
+    """Parameter name -> long flag over every command (``top_k`` -> ``--top-k``); keyed by the number of commands
+    so that commands registered later are seen."""
+    import typer.main
+
+    flags: dict[str, str] = {}
+    group = typer.main.get_command(app)
+    for cmd in getattr(group, "commands", {}).values():
+        for param in cmd.params:
+            for opt in getattr(param, "opts", ()):
+                if opt.startswith("--"):
+                    flags.setdefault(opt[2:].replace("-", "_"), opt)
+    return flags

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._app import app
-from ._common import print_json, setup_logging
+from ._common import print_json, renderer, setup_logging
+from ._root import app
 
 
 def _summary(result) -> dict:
@@ -48,11 +48,11 @@ def pipeline_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Run all seven steps (train, extractor, embed, plot, index, search) and write report.html."""
-    setup_logging(quiet)
-    from ..workflow import pipeline
+    import transferkit as tk
 
-    result = pipeline(data, out=out, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
-                      weights=weights, device=device, tsne=not no_tsne, quiet=quiet)
+    setup_logging(quiet)
+    result = tk.pipeline(data, out=out, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
+                         weights=weights, device=device, tsne=not no_tsne, progress=renderer(quiet), quiet=quiet)
     print_json(_summary(result)) if json_ else _print_summary(result)
 
 
@@ -70,12 +70,13 @@ def demo_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """The pipeline on the bundled ants/bees sample with efficientnet_lite0 (works offline)."""
-    setup_logging(quiet)
     import shutil
 
-    from ..workflow import pipeline
+    import transferkit as tk
 
+    setup_logging(quiet)
     if (out / "report.html").exists():
         shutil.rmtree(out)  # the demo always starts fresh; it only ever writes inside --out
-    result = pipeline(sample_data_path(), out=out, model="efficientnet_lite0", strategy="auto", epochs=epochs, quiet=quiet)
+    result = tk.pipeline(sample_data_path(), out=out, model="efficientnet_lite0", strategy="auto", epochs=epochs,
+                         progress=renderer(quiet), quiet=quiet)
     _print_summary(result)

@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from ._app import app
-from ._common import console, err_console, setup_logging
+from ._common import console, renderer, setup_logging
+from ._root import app
 
 COLOR_BY = ("label", "split")
 OUTPUT_KINDS = {".png": "png", ".html": "html", ".htm": "html"}
-
-
-def read_store(path: Path) -> dict[str, Any]:
-    """Read vectors, labels, splits and image paths from an embedding store.
-
-    The only place this command touches :mod:`transferkit.store`; returns
-    ``{"vectors": (N, D) float32, "label": [...], "split": [...], "path": [...]}``.
-    """
-    import numpy as np
-
-    from ..store.store import EmbeddingStore
-
-    store = EmbeddingStore.open(path)
-    if hasattr(store, "snapshot"):
-        snap = store.snapshot()
-        data = {key: list(snap.get(key, [])) for key in ("label", "split", "path")}
-        data["vectors"] = np.asarray(snap["vectors"], dtype=np.float32)
-    else:  # older stores API: plain rows
-        rows = store.rows(columns=["path", "label", "split", "vector"])
-        data = {key: [r.get(key) for r in rows] for key in ("label", "split", "path")}
-        data["vectors"] = np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), -1)
-    return data
 
 
 @app.command()
@@ -49,30 +26,34 @@ def plot(
                                    "iterations) instead of the fast settings (exact neighbours, 250 + 100 from 5k points)."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="HTML only: embed hover thumbnails of the images."),
     title: str | None = typer.Option(None, "--title", help="Plot title (default: method and number of points)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notices."),
 ) -> None:
     """Project the embeddings in STORE to 2-D and draw them, coloured by label or split."""
-    from ..errors import ConfigError, DataError, close_matches
-    from ..viz import projection as viz
+    import transferkit as tk
 
-    setup_logging(False)
+    setup_logging(quiet)
     # Everything that can be checked without reading the store is checked first.
     kind = OUTPUT_KINDS.get(out.suffix.lower())
     if kind is None:
-        raise ConfigError(f"--out {out} must end in .png (static image) or .html (interactive page); got {out.suffix or 'no extension'!r}.")
+        raise tk.ConfigError(f"--out {out} must end in .png (static image) or .html (interactive page); "
+                             f"got {out.suffix or 'no extension'!r}.")
     if color not in COLOR_BY:
-        raise ConfigError(f"--color must be one of: {', '.join(COLOR_BY)}; got {color!r}.{close_matches(color, COLOR_BY)}")
-    method = viz.check_method(method)  # unknown name, or umap not installed
+        import difflib
 
-    data = read_store(store)
-    if len(data["vectors"]) == 0:
-        raise DataError(f"Embedding store {store} is empty. Fill it with `transferkit embed DATA --store {store}`.")
-    projection = viz.project(data["vectors"], method=method, seed=seed, perplexity=perplexity, max_points=max_points,
-                             fast=not full_tsne)
-    err = err_console()
-    for notice in projection.notices:
-        err.print(f"Note: {notice}", markup=False)
+        close = difflib.get_close_matches(color, COLOR_BY, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise tk.ConfigError(f"--color must be one of: {', '.join(COLOR_BY)}; got {color!r}.{hint}")
+    method = tk.check_projection_method(method)  # unknown name, or umap not installed
+    snap = tk.EmbeddingStore.open(store).snapshot()
+    if len(snap["vectors"]) == 0:
+        raise tk.DataError(f"Embedding store {store} is empty. Fill it with: transferkit embed DATA --store {store}")
+    progress = renderer(quiet)
+    projection = tk.project(snap["vectors"], method=method, seed=seed, perplexity=perplexity, max_points=max_points,
+                            fast=not full_tsne, progress=progress, quiet=quiet)
+    labels = list(snap[color])
     if kind == "png":
-        written = viz.plot_png(projection, data[color], out, title=title, color_name=color)
+        written = tk.plot_png(projection, labels, out, title=title, color_name=color)
     else:
-        written = viz.plot_html(projection, data[color], data["path"], out, thumbnails=thumbnails, title=title, color_name=color)
-    console().print(f"Wrote {viz.METHOD_TITLES[method]} plot of {projection.num_points} embeddings to {written}", markup=False)
+        written = tk.plot_html(projection, labels, list(snap["path"]), out, thumbnails=thumbnails, title=title,
+                               color_name=color, progress=progress, quiet=quiet)
+    console().print(f"Wrote {projection.method_title} plot of {projection.num_points} embeddings to {written}", markup=False)

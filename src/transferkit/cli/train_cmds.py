@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._app import app
-from ._common import console, print_json, setup_logging
-
-_STRATEGY_HELP = "auto | feature-extraction | partial | full"
+from ._common import console, print_json, renderer, setup_logging
+from ._root import app
 
 
 @app.command("models")
@@ -18,12 +16,12 @@ def models_cmd(
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the registered backbones (any timm model is also available as timm/<name>)."""
-    from ..backbones import create_backbone, get_backbone_spec, list_backbones
+    import transferkit as tk
 
     rows = []
-    for name in list_backbones(include_test=all_):
-        spec = get_backbone_spec(name)
-        module = create_backbone(name, weights="none")
+    for name in tk.list_backbones(include_test=all_):
+        spec = tk.get_backbone_spec(name)
+        module = tk.create_backbone(name, weights="none")
         pre = spec.weights.preprocessing
         rows.append({
             "name": name, "params": sum(p.numel() for p in module.parameters()), "embedding_dim": module.num_features,
@@ -44,46 +42,18 @@ def models_cmd(
     console().print(table)
 
 
-@app.command("train")
-def train_cmd(
-    data: Path = typer.Argument(..., help="Folder with train/ and val/ class folders, or a folder of class folders."),
-    model: str = typer.Option("resnet18", "--model", "-m", help="Backbone (see `transferkit models`), or timm/<name>."),
-    strategy: str = typer.Option("auto", "--strategy", "-s", help=_STRATEGY_HELP),
-    epochs: int = typer.Option(5, "--epochs", "-e", min=1),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/train-<timestamp>)."),
-    seed: int = typer.Option(0, "--seed"),
-    weights: str = typer.Option("default", "--weights", help="default | none (random init) | FILE (.safetensors/.pth)."),
-    head_lr: float = typer.Option(1e-3, "--head-lr"),
-    backbone_lr: float = typer.Option(1e-4, "--backbone-lr"),
-    unfreeze_stages: int = typer.Option(1, "--unfreeze-stages", min=1, help="Stages unfrozen by partial fine-tuning."),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | sgd"),
-    scheduler: str = typer.Option("cosine", "--scheduler", help="cosine | none"),
-    patience: int = typer.Option(None, "--patience", min=1, help="Early stopping after N epochs without improvement."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Validation share when DATA has no val/ folder."),
-    workers: int = typer.Option(None, "--workers", min=0, help="Image-decoding processes (default: cores - 1)."),
-    no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="Run the frozen backbone every epoch."),
-    no_augment: bool = typer.Option(False, "--no-augment", help="No random crop/flip while fine-tuning."),
-    backend: str = typer.Option("auto", "--backend", help="Frozen-feature inference: auto | torch | openvino."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 only if cos >= 0.999 to fp32) | fp32 | bf16."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last completed epoch."),
-    json_: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
-) -> None:
-    """Train a classifier by transfer learning and save it to a run directory."""
-    setup_logging(quiet)
-    from ..training.trainer import train
+#: Extra names of some training options on the command line (short flags, the historical ``--workers``).
+_ALIASES = {"model": ("-m",), "strategy": ("-s",), "epochs": ("-e",), "batch_size": ("-b",), "num_workers": ("--workers",)}
 
+
+def _train_cmd(data: Path, out: Path | None, resume: bool, json_: bool, quiet: bool, **options) -> None:
+    """Train a classifier by transfer learning and save it to a run directory."""
+    import transferkit as tk
+
+    setup_logging(quiet)
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out RUN_DIR (the run to continue).")
-    run = train(
-        data, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, out=out, seed=seed, weights=weights,
-        head_lr=head_lr, backbone_lr=backbone_lr, unfreeze_stages=unfreeze_stages, optimizer=optimizer, scheduler=scheduler,
-        patience=patience, device=device, val_fraction=val_fraction, num_workers=workers,
-        feature_cache=not no_feature_cache, augment=not no_augment, backend=backend, precision=precision, resume=resume,
-        quiet=quiet,
-    )
+    run = tk.train(data, out=out, resume=resume, progress=renderer(quiet), quiet=quiet, **options)
     m = run.metrics
     if json_:
         print_json({k: m[k] for k in ("val_accuracy", "val_loss", "best_epoch", "train_seconds", "skipped_files", "strategy")}
@@ -92,6 +62,46 @@ def train_cmd(
         print(f"val_accuracy {m['val_accuracy']:.4f}  val_loss {m['val_loss']:.4f}  best_epoch {m['best_epoch']}  "
               f"strategy {run.strategy}  skipped {m['skipped_files']}  ({m['train_seconds']:.1f}s)")
         print(f"Run: {run.path}")
+
+
+def _register_train() -> None:
+    """The ``train`` command, its options derived from :class:`transferkit.TrainConfig` (one definition of each
+    option, its default and its help)."""
+    import dataclasses
+    import inspect
+    import typing
+
+    import transferkit as tk
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    hints = typing.get_type_hints(tk.TrainConfig)
+    params = []
+    for f in dataclasses.fields(tk.TrainConfig):
+        doc = f.metadata.get("doc", "").replace("`", "")
+        if f.name == "data":
+            params.append(inspect.Parameter("data", kw, annotation=Path, default=typer.Argument(..., help=doc)))
+            params.append(inspect.Parameter("out", kw, annotation=Path | None, default=typer.Option(
+                None, "--out", "-o", help="Run directory (default runs/train-<timestamp>).")))
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        names = (f"{flag}/--no-{flag[2:]}",) if hints[f.name] is bool else (flag, *_ALIASES.get(f.name, ()))
+        params.append(inspect.Parameter(f.name, kw, annotation=hints[f.name], default=typer.Option(f.default, *names, help=doc)))
+    params += [
+        inspect.Parameter("resume", kw, annotation=bool, default=typer.Option(
+            False, "--resume", help="Continue the run in --out from its last completed epoch.")),
+        inspect.Parameter("json_", kw, annotation=bool, default=typer.Option(False, "--json", help="Print the final metrics as JSON.")),
+        inspect.Parameter("quiet", kw, annotation=bool, default=typer.Option(False, "--quiet", "-q", help="No progress bars or messages.")),
+    ]
+
+    def train_cmd(**kwargs) -> None:
+        _train_cmd(**kwargs)
+
+    train_cmd.__doc__ = _train_cmd.__doc__
+    train_cmd.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    app.command("train")(train_cmd)
+
+
+_register_train()
 
 
 @app.command("evaluate")
@@ -105,10 +115,11 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Accuracy, loss and per-class precision/recall/F1 of a trained run on a split."""
-    setup_logging(quiet)
-    from ..training.run import load_run
+    import transferkit as tk
 
-    result = load_run(run).evaluate(data, split=split, batch_size=batch_size, device=device, quiet=quiet or json_)
+    setup_logging(quiet)
+    result = tk.load_run(run).evaluate(data, split=split, batch_size=batch_size, device=device,
+                                       progress=renderer(quiet or json_), quiet=quiet or json_)
     if json_:
         print_json(result)
         return
@@ -135,10 +146,10 @@ def predict_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Top-k labels with probabilities for each image."""
-    setup_logging(quiet)
-    from ..training.run import load_run
+    import transferkit as tk
 
-    results = load_run(run).predict(paths, top_k=top_k, batch_size=batch_size, device=device)
+    setup_logging(quiet)
+    results = tk.load_run(run).predict(paths, top_k=top_k, batch_size=batch_size, device=device)
     if json_:
         print_json(results)
         return
@@ -164,11 +175,11 @@ def compare_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train feature extraction, partial and full fine-tuning on the same data and budget; print one table."""
-    setup_logging(quiet)
-    from ..training.run import compare
+    import transferkit as tk
 
-    rows = compare(data, model=model, epochs=epochs, out=out, batch_size=batch_size, seed=seed, weights=weights,
-                   device=device, quiet=quiet)
+    setup_logging(quiet)
+    rows = tk.compare(data, model=model, epochs=epochs, out=out, batch_size=batch_size, seed=seed, weights=weights,
+                      device=device, progress=renderer(quiet), quiet=quiet)
     if json_:
         print_json(rows)
         return

@@ -22,11 +22,11 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cpu")
     if d.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine. Use --device cpu or auto.")
+            raise ConfigError(f"`device` {device!r}: CUDA is not available on this machine; choose cpu or auto.")
         return torch.device(d)
     if d == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ConfigError("--device mps: MPS is not available on this machine. Use --device cpu or auto.")
+            raise ConfigError("`device` 'mps': MPS is not available on this machine; choose cpu or auto.")
         return torch.device("mps")
     if d == "cpu":
         return torch.device("cpu")

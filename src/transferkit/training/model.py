@@ -18,7 +18,7 @@ from torch import nn
 from .. import __version__
 from .._io import atomic_path, read_json_object, write_json_atomic
 from ..backbones import Preprocessing, create_backbone
-from ..errors import RunError, TransferKitError
+from ..errors import CorruptRunError, RunError, TransferKitError
 
 MODEL_FORMAT_VERSION = 1
 
@@ -76,32 +76,32 @@ def read_model_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``model.json`` of a run directory.
 
     Raises:
-        RunError: missing, unreadable or incompatible metadata.
+        RunError: no run there. CorruptRunError: unreadable, incomplete or incompatible metadata.
     """
     run_dir = Path(run_dir)
     meta_path = run_dir / "model.json"
     if not run_dir.exists():
-        raise RunError(f"Run directory not found: {run_dir}. Train one with `transferkit train DATA --out {run_dir}`.")
+        raise RunError(f"Run directory not found: {run_dir}. Train a model into it first.")
     if not meta_path.exists():
-        raise RunError(f"{run_dir} is not a transferkit run: {meta_path.name} is missing. Point to the --out folder of `transferkit train`.")
-    meta = read_json_object(meta_path, error=RunError, what="run metadata",
+        raise RunError(f"{run_dir} is not a transferkit run: {meta_path.name} is missing. Point to the output folder of a training run.")
+    meta = read_json_object(meta_path, error=CorruptRunError, what="run metadata",
                             remedy="Re-train, or restore the file from a backup.")
     version = meta.get("format_version")
     if version != MODEL_FORMAT_VERSION:
-        raise RunError(
+        raise CorruptRunError(
             f"{meta_path} has model format version {version!r}; this transferkit ({__version__}) reads version "
             f"{MODEL_FORMAT_VERSION}. Re-train with this version or use the transferkit that wrote it."
         )
     required = ("backbone", "num_classes", "classes", "preprocessing")
     missing = [k for k in required if k not in meta]
     if missing:
-        raise RunError(f"Corrupt run metadata {meta_path}: missing {', '.join(missing)}. Re-train the run.")
+        raise CorruptRunError(f"Corrupt run metadata {meta_path}: missing {', '.join(missing)}. Re-train the run.")
     if not isinstance(meta["classes"], list) or len(meta["classes"]) != meta["num_classes"]:
-        raise RunError(f"Corrupt run metadata {meta_path}: 'classes' does not match 'num_classes'. Re-train the run.")
+        raise CorruptRunError(f"Corrupt run metadata {meta_path}: 'classes' does not match 'num_classes'. Re-train the run.")
     try:
         Preprocessing.from_dict(meta["preprocessing"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"Corrupt run metadata {meta_path}: bad preprocessing ({exc}). Re-train the run.") from None
+        raise CorruptRunError(f"Corrupt run metadata {meta_path}: bad preprocessing ({exc}). Re-train the run.") from None
     return meta
 
 
@@ -112,7 +112,8 @@ def load_model(run_dir: str | os.PathLike) -> tuple[TransferModel, dict[str, Any
         ``(model, meta)`` with the model in eval mode on the CPU.
 
     Raises:
-        RunError: missing/corrupt files or tensors that do not fit the recorded backbone.
+        RunError: no run there.
+        CorruptRunError: missing or damaged files, or tensors that do not fit the recorded backbone.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -121,23 +122,23 @@ def load_model(run_dir: str | os.PathLike) -> tuple[TransferModel, dict[str, Any
     meta = read_model_meta(run_dir)
     weights_path = run_dir / "model.safetensors"
     if not weights_path.exists():
-        raise RunError(f"{weights_path} is missing; the run did not finish an epoch. Re-run with --resume or re-train.")
+        raise CorruptRunError(f"{weights_path} is missing; the run did not finish an epoch. Resume the run, or re-train it.")
     try:
         backbone = create_backbone(meta["backbone"], weights="none")
     except TransferKitError as exc:
-        raise RunError(f"Run {run_dir} uses backbone {meta['backbone']!r}, which cannot be built here: {exc}") from None
+        raise CorruptRunError(f"Run {run_dir} uses backbone {meta['backbone']!r}, which cannot be built here: {exc}") from None
     backbone.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     backbone.weights_tag = meta.get("weights", "unknown")
     model = TransferModel(backbone, int(meta["num_classes"]))
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RunError(f"Corrupt model file {weights_path}: {exc}. Re-train, or restore it from a backup.") from None
+        raise CorruptRunError(f"Corrupt model file {weights_path}: {exc}. Re-train, or restore it from a backup.") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         first = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:200]  # line 0 is a generic header
-        raise RunError(f"{weights_path} does not match backbone {meta['backbone']!r} with {meta['num_classes']} classes ({first}).") from None
+        raise CorruptRunError(f"{weights_path} does not match backbone {meta['backbone']!r} with {meta['num_classes']} classes ({first}).") from None
     model.eval()
     return model, meta

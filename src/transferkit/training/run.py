@@ -1,17 +1,15 @@
-"""A finished training run: its model, metrics, evaluation, prediction; and ``compare``."""
+"""A finished training run: its model, metrics, history, evaluation and prediction."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .._io import write_json_atomic
-from .._ui import UI
-from ..data.images import ImageSet, is_image_file, list_images
+from ..data.folders import ImageSet, is_image_file, list_images
 from ..errors import DataError, DataNotFoundError
 
 
@@ -43,15 +41,17 @@ class Run:
             if isinstance(metrics, dict):
                 self.metrics = metrics
             else:
-                import logging
-
                 logging.getLogger("transferkit").warning(
-                    "Ignoring corrupt %s (%s). Hint: `transferkit evaluate %s DATA --json` recomputes the metrics.",
-                    metrics_path, reason, self.path)
+                    "Ignoring corrupt %s (%s). Hint: evaluating the run on its data recomputes the metrics.",
+                    metrics_path, reason)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Run:
-        """Open a run directory (raises :class:`RunError` if it is not a valid run)."""
+        """Open a run directory.
+
+        Raises:
+            RunError: not a run. CorruptRunError: damaged or incomplete run files.
+        """
         return cls(path)
 
     def __repr__(self) -> str:
@@ -74,7 +74,7 @@ class Run:
 
     @cached_property
     def model(self):
-        """The trained :class:`~transferkit.model.TransferModel` (loaded on first use)."""
+        """The trained :class:`~transferkit.training.model.TransferModel` (loaded on first use)."""
         from .model import load_model
 
         return load_model(self.path)[0]
@@ -90,21 +90,22 @@ class Run:
             return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
     def evaluate(self, data: str | os.PathLike, *, split: str = "val", batch_size: int = 64, device: str = "auto",
-                 num_workers: int | None = None, quiet: bool = True) -> dict[str, Any]:
+                 num_workers: int | None = None, progress=None, quiet: bool = True, settings=None) -> dict[str, Any]:
         """Accuracy, loss, per-class precision/recall/F1 and confusion matrix on a split of ``data``.
 
         Raises:
             DataError: the split is missing or holds classes the model does not know.
         """
+        from ..events import make_reporter
         from ..inference.devices import resolve_device
-        from .trainer import classification_metrics, predict_logits, splits_for_run
+        from .evaluate import classification_metrics, predict_logits, splits_for_run
 
         dev = resolve_device(device)
         model = self.model.to(dev)  # first: a damaged run is reported as such, not as a data mismatch
-        splits = splits_for_run(data, self.meta)
-        images = splits.split(split)
-        images = self._remap(images)
-        logits, labels = predict_logits(model, images, batch_size=batch_size, device=dev, num_workers=num_workers, ui=UI(quiet))
+        splits = splits_for_run(data, self.meta, settings=settings)
+        images = self._remap(splits.split(split))
+        logits, labels = predict_logits(model, images, batch_size=batch_size, device=dev, num_workers=num_workers,
+                                        reporter=make_reporter(progress, quiet=quiet), settings=settings)
         out = classification_metrics(logits, labels, self.classes)
         out["split"] = split
         out["skipped_files"] = len(splits.skipped) + (len(images) - len(labels))
@@ -120,45 +121,47 @@ class Run:
         return ImageSet(images.paths, [self.classes.index(images.classes[y]) for y in images.labels], self.classes)
 
     def predict(self, paths, *, top_k: int = 3, batch_size: int = 32, device: str = "auto", num_workers: int | None = None,
-                quiet: bool = True) -> list[dict[str, Any]]:
+                quiet: bool = True, settings=None) -> list[dict[str, Any]]:
         """Top-k labels with probabilities for image files and folders (walked recursively).
 
         Returns:
             One dict per image: ``{"path", "predictions": [{"label", "probability"}, ...]}``, or
             ``{"path", "error"}`` for a file that cannot be decoded.
+
+        Raises:
+            DataError: ``top_k`` < 1, or no images. DataNotFoundError: a missing path.
         """
         import torch
 
         from ..data.loading import make_loader
         from ..inference.devices import resolve_device
-        from ..inference.policy import autocast_for
+        from ..inference.torch_backend import forward
+        from .evaluate import eval_autocast_dtype
 
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         files = expand_paths(paths)
         if top_k < 1:
-            raise DataError(f"--top-k must be >= 1; got {top_k}.")
+            raise DataError(f"`top_k` must be >= 1; got {top_k}.")
         k = min(top_k, len(self.classes))
         dev = resolve_device(device)
         model = self.model.to(dev).eval()
         images = ImageSet(files, [0] * len(files), self.classes)
         pre = model.preprocessing
         loader = make_loader(images, pre.eval_transform(), batch_size=batch_size, device=dev, num_workers=num_workers,
-                             draft_size=pre.resize_size)
+                             draft_size=pre.resize_size, settings=settings)
+        dtype = eval_autocast_dtype(dev)
         results: list[dict[str, Any] | None] = [None] * len(files)
-        with torch.inference_mode():
-            for x, _y, idx, bad in loader:
-                for i, reason in bad:
-                    results[int(i)] = {"path": str(files[int(i)]), "error": reason}
-                if x is None:
-                    continue
-                with autocast_for(dev):
-                    probs = torch.softmax(model(x.to(dev).contiguous(memory_format=torch.channels_last)).float(), dim=1).cpu()
-                top = probs.topk(k, dim=1)
-                for row, i in enumerate(idx.tolist()):
-                    results[i] = {"path": str(files[i]), "predictions": [
-                        {"label": self.classes[int(c)], "probability": float(p)}
-                        for p, c in zip(top.values[row].tolist(), top.indices[row].tolist())]}
+        for x, _y, idx, bad in loader:
+            for i, reason in bad:
+                results[int(i)] = {"path": str(files[int(i)]), "error": reason}
+            if x is None:
+                continue
+            top = torch.softmax(forward(model, x, device=dev, autocast_dtype=dtype), dim=1).cpu().topk(k, dim=1)
+            for row, i in enumerate(idx.tolist()):
+                results[i] = {"path": str(files[i]), "predictions": [
+                    {"label": self.classes[int(c)], "probability": float(p)}
+                    for p, c in zip(top.values[row].tolist(), top.indices[row].tolist())]}
         return [r for r in results if r is not None]
 
 
@@ -189,31 +192,3 @@ def _num(v: str):
 def load_run(path: str | os.PathLike) -> Run:
     """Open a finished run directory."""
     return Run.load(path)
-
-
-def compare(data: str | os.PathLike, *, model: str = "resnet18", epochs: int = 5, out: str | os.PathLike | None = None,
-            strategies=("feature-extraction", "partial", "full"), quiet: bool = False, **train_kwargs) -> list[dict[str, Any]]:
-    """Train each strategy on the same data and budget; write ``compare.json``.
-
-    Returns:
-        One row per strategy: ``strategy``, ``val_accuracy``, ``val_loss``, ``trainable_params``,
-        ``total_params``, ``seconds``, ``run``.
-    """
-    from datetime import datetime
-
-    from .trainer import train
-
-    out_dir = Path(out) if out is not None else Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
-    rows = []
-    ui = UI(quiet)
-    for name in strategies:
-        ui.info(f"== {name}")
-        t0 = time.perf_counter()
-        run = train(data, model=model, strategy=name, epochs=epochs, out=out_dir / name, quiet=quiet, **train_kwargs)
-        rows.append({
-            "strategy": name, "val_accuracy": run.metrics["val_accuracy"], "val_loss": run.metrics["val_loss"],
-            "trainable_params": run.metrics["parameters"]["trainable"], "total_params": run.metrics["parameters"]["total"],
-            "seconds": time.perf_counter() - t0, "train_seconds": run.metrics["train_seconds"], "run": str(run.path),
-        })
-    write_json_atomic(out_dir / "compare.json", {"data": str(data), "model": model, "epochs": epochs, "results": rows})
-    return rows

@@ -1,17 +1,14 @@
-"""Training: the loop, checkpoints and resume, the cached-feature fast path, and ``auto``.
+"""Training: :func:`train` and the loop over epochs (cached frozen features, or images through the model).
 
-The public entry point is :func:`train`, which returns a :class:`~transferkit.run.Run`.
+The public entry point is :func:`train`, which returns a :class:`~transferkit.training.run.Run`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,206 +16,79 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
-from .._io import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
-from .._ui import UI
+from .._io import write_json_atomic
 from ..backbones import create_backbone
-from ..data.images import DatasetSplits, ImageSet, discover
+from ..data.folders import ImageSet, discover
 from ..data.loading import make_loader
-from ..embed.features import FeatureBatch, compute_features
-from ..errors import ConfigError, DataError, RunError
-from ..inference.devices import resolve_device
-from ..inference.policy import autocast_for, training_autocast_dtype
-from ..strategies.builtin import AutoDecision, choose_auto, get_strategy, knn_probe_accuracy
+from ..errors import DataError
+from ..events import Callback, Reporter, make_reporter
+from ..inference.policy import training_autocast_dtype
+from ..strategies import Strategy, get_strategy
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .context import RunContext, epoch_seed
+from .evaluate import classification_metrics, loss_and_accuracy, predict_logits
+from .features import CachedFeatures, FrozenFeatures, resumed_inference
 from .model import TransferModel, save_model
+from .run import Run
 
 log = logging.getLogger("transferkit")
-
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULERS = ("cosine", "none")
-CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-#: Images per class (at most) in the ``auto`` probe sample.
-PROBE_PER_CLASS = 60
-
-
-@dataclass
-class TrainConfig:
-    """Every option that shapes a training run; saved as ``config.json`` so ``--resume`` repeats it."""
-
-    data: str
-    model: str = "resnet18"
-    strategy: str = "auto"
-    epochs: int = 5
-    batch_size: int = 32
-    seed: int = 0
-    weights: str = "default"
-    head_lr: float = 1e-3
-    backbone_lr: float = 1e-4
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    weight_decay: float = 1e-4
-    patience: int | None = None
-    device: str = "auto"
-    unfreeze_stages: int = 1
-    val_fraction: float = 0.2
-    num_workers: int | None = None
-    feature_cache: bool = True
-    augment: bool = True
-    backend: str = "auto"
-    precision: str = "auto"
-
-    def validate(self) -> None:
-        def positive(name, value, kind=float):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"`{name}` must be a positive {kind.__name__}; got {value!r}.")
-
-        positive("epochs", self.epochs, int)
-        positive("batch_size", self.batch_size, int)
-        positive("head_lr", self.head_lr)
-        positive("backbone_lr", self.backbone_lr)
-        if self.optimizer not in OPTIMIZERS:
-            from ..errors import unknown_name
-
-            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
-        if self.scheduler not in SCHEDULERS:
-            from ..errors import unknown_name
-
-            raise unknown_name("scheduler", self.scheduler, SCHEDULERS)
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"`patience` must be an int >= 1 (or None to disable early stopping); got {self.patience!r}.")
-        from ..inference.runner import BACKENDS, PRECISIONS
-
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"`backend` must be one of {', '.join(BACKENDS)}; got {self.backend!r}.")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
-        if self.weight_decay < 0:
-            raise ConfigError(f"`weight_decay` must be >= 0; got {self.weight_decay!r}.")
 
 
 def _default_out() -> Path:
     return Path("runs") / datetime.now().strftime("train-%Y%m%d-%H%M%S")
 
 
-def train(
-    data: str | os.PathLike,
-    *,
-    model: str = "resnet18",
-    strategy: str = "auto",
-    epochs: int = 5,
-    batch_size: int = 32,
-    out: str | os.PathLike | None = None,
-    seed: int = 0,
-    weights: str | os.PathLike = "default",
-    head_lr: float = 1e-3,
-    backbone_lr: float = 1e-4,
-    optimizer: str = "adamw",
-    scheduler: str = "cosine",
-    weight_decay: float = 1e-4,
-    patience: int | None = None,
-    device: str = "auto",
-    unfreeze_stages: int = 1,
-    val_fraction: float = 0.2,
-    num_workers: int | None = None,
-    feature_cache: bool = True,
-    augment: bool = True,
-    backend: str = "auto",
-    precision: str = "auto",
-    resume: bool = False,
-    quiet: bool = False,
-):
+def train(data: str | os.PathLike, *, config: TrainConfig | None = None, out: str | os.PathLike | None = None,
+          resume: bool = False, progress: Callback | Reporter | None = None, quiet: bool = False, settings=None,
+          **options: Any) -> Run:
     """Train a classifier on an image folder by transfer learning.
+
+    ``tk.train("data/", model="resnet18", strategy="partial", epochs=3, out="runs/r1")``
 
     Args:
         data: folder with ``train/`` and ``val/`` class folders, or a folder of class folders
             (split by ``val_fraction`` and ``seed``).
-        model: backbone name (see ``transferkit models``).
-        strategy: ``auto``, ``feature-extraction``, ``partial`` or ``full``.
-        epochs: maximum epochs. The best epoch by validation accuracy is kept.
-        batch_size: images per step.
+        config: a :class:`~transferkit.training.config.TrainConfig` (default: the defaults);
+            ``options`` replace its fields.
         out: run directory (default ``runs/train-<timestamp>``).
-        seed: seed for splits, head initialisation, shuffling and augmentation.
-        weights: ``default`` (pretrained), ``none`` (random init, explicit), or a state_dict file.
-        head_lr: learning rate of the new head.
-        backbone_lr: learning rate of unfrozen backbone layers.
-        optimizer: ``adamw`` or ``sgd`` (momentum 0.9).
-        scheduler: ``cosine`` (per epoch) or ``none``.
-        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
-        patience: stop after this many epochs without a better validation accuracy.
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        unfreeze_stages: stages unfrozen by ``partial``.
-        val_fraction: validation share when ``data`` has no ``val/`` folder.
-        num_workers: image-decoding processes (default: cores - 1).
-        feature_cache: with a frozen backbone, compute features once and train the head on them.
-        augment: random resized crop + flip while fine-tuning (the cached path uses centre crops).
-        backend: inference backend for frozen features: ``auto`` (OpenVINO on CPU when installed),
-            ``torch`` or ``openvino``.
-        precision: ``auto``: frozen features in bf16 only where they stay within cosine 0.999 of fp32,
-            fine-tuning with bf16 autocast on CUDA and on CPUs with native bf16 (on the CPU not when
-            most depthwise convolutions train, where bf16 measured slower); ``fp32``; ``bf16``.
-        resume: continue the run in ``out`` from its last completed epoch (frozen features with the backend
-            and precision the run used, as its checkpoint records).
+        resume: continue the run in ``out`` from its last completed epoch, with the options it was
+            started with (``data`` and ``options`` are then only checked); a finished run is just reopened.
+        progress: a callback receiving :class:`~transferkit.events.Event` s (epoch lines carry the
+            epoch's metrics as ``data``); default: rendered on stderr.
         quiet: no progress bars or messages.
+        settings: :class:`~transferkit.config.Settings` (conversion cache, pixel limit); None: the environment's.
+        **options: any :class:`~transferkit.training.config.TrainConfig` field: ``model``, ``strategy``,
+            ``epochs``, ``batch_size``, ``seed``, ``weights``, ``head_lr``, ``backbone_lr``, ...
 
     Returns:
-        The finished :class:`~transferkit.run.Run`.
+        The finished :class:`~transferkit.training.run.Run`.
 
     Raises:
-        DataError, ConfigError, WeightsUnavailableError, RunError: user-fixable problems.
+        ConfigError: an unknown option or a bad value. DataError: unusable data.
+        RunError: ``out`` holds a run (without ``resume``) or none (with it).
+        CorruptRunError: a damaged run to resume. WeightsUnavailableError: pretrained weights unobtainable.
     """
-    ui = UI(quiet)
+    requested = TrainConfig.from_options(data, config=config, **options)
+    reporter = make_reporter(progress, quiet=quiet)
     out_dir = Path(out) if out is not None else _default_out()
     if resume:
-        cfg, state = _load_resume(out_dir)
+        state = ckpt.load_resume(out_dir)
+        if state.finished:
+            reporter.message(f"Run {out_dir} is already complete.")
+            return Run.load(out_dir)
     else:
-        if out_dir.exists() and any((out_dir / f).exists() for f in (CONFIG_FILE, CHECKPOINT_FILE, "model.json")):
-            raise RunError(f"{out_dir} already holds a run. Continue it with --resume, or choose another --out.")
-        cfg = TrainConfig(
-            data=str(data), model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
-            weights=str(weights), head_lr=head_lr, backbone_lr=backbone_lr, optimizer=optimizer, scheduler=scheduler,
-            weight_decay=weight_decay, patience=patience, device=device, unfreeze_stages=unfreeze_stages,
-            val_fraction=val_fraction, num_workers=num_workers, feature_cache=feature_cache, augment=augment,
-            backend=backend, precision=precision,
-        )
-        state = None
-    cfg.validate()
-    return _Trainer(cfg, out_dir, ui, state).fit()
-
-
-def _load_resume(out_dir: Path) -> tuple[TrainConfig, dict | None]:
-    import json
-
-    cfg_path = out_dir / CONFIG_FILE
-    if not cfg_path.exists():
-        raise RunError(f"Nothing to resume in {out_dir}: {CONFIG_FILE} is missing. Start a new run without --resume.")
-    try:
-        raw = json.loads(cfg_path.read_text())
-        cfg = TrainConfig(**raw["config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"Cannot resume {out_dir}: corrupt {CONFIG_FILE} ({exc}). Start a new run.") from None
-    if raw.get("resolved_strategy"):
-        cfg._resolved = raw  # type: ignore[attr-defined]
-    for p in remove_stale_temps(out_dir):  # a run killed while saving leaves its half-written file
-        log.info("Removed %s, left by the interrupted run.", p.name)
-    state = None
-    ckpt = out_dir / CHECKPOINT_FILE
-    if ckpt.exists():
-        from .._io import UnreadableFileError, torch_load_tensors
-
-        try:
-            state = torch_load_tensors(ckpt, remedy="Delete it and start a new run, or restore the run directory from a backup.")
-        except UnreadableFileError as exc:
-            raise RunError(f"Cannot resume {out_dir}: corrupt {CHECKPOINT_FILE} ({exc}). Start a new run.") from None
-        if not isinstance(state, dict):
-            raise RunError(f"Cannot resume {out_dir}: {CHECKPOINT_FILE} is not a transferkit checkpoint. Start a new run.")
-    return cfg, state
+        ckpt.check_new_run_dir(out_dir)
+        state = ckpt.Resume(requested)
+    ctx = RunContext.create(state.config.device)
+    with ctx.isolated():  # the caller's global RNG state is the same after training
+        return _Trainer(state, out_dir, ctx, reporter=reporter, settings=settings).fit()
 
 
 def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scaler=None):
     """One optimisation step under autocast (``amp_dtype`` None: fp32); returns ``(loss, logits)``.
 
-    ``scaler`` is a ``GradScaler`` for fp16 (see :func:`~transferkit.engine.training_autocast_dtype`).
+    ``scaler`` is a ``GradScaler`` for fp16 (see :func:`~transferkit.inference.policy.training_autocast_dtype`).
     """
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(x)
@@ -235,251 +105,173 @@ def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scale
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, out_dir: Path, ui: UI, state: dict | None):
-        self.cfg = cfg
-        self.out = out_dir
-        self.ui = ui
-        self.state = state
+    """One run: set up from its config (data, model, strategy) on construction; :meth:`fit` trains it."""
 
-    # -- setup -----------------------------------------------------------------------------
-    def fit(self):
-        from .run import Run
-
-        cfg, ui = self.cfg, self.ui
-        if self.state is not None and self.state.get("finished"):
-            ui.info(f"Run {self.out} is already complete.")
-            return Run.load(self.out)
-        self.device = resolve_device(cfg.device)
-        splits = discover(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        self.splits = splits
-        torch.manual_seed(cfg.seed)
-        backbone = create_backbone(cfg.model, weights=cfg.weights)
-        torch.manual_seed(cfg.seed)
-        model = TransferModel(backbone, len(splits.classes))
-        self.model = model.to(self.device).to(memory_format=torch.channels_last)
-        ui.info(f"Data: {splits.root} — {len(splits.classes)} classes, {len(splits.train)} train / {len(splits.val)} val images"
-                + (f", {len(splits.skipped)} unreadable skipped" if splits.skipped else ""))
-        ui.info(f"Model: {backbone.name} (weights: {backbone.weights_tag}), {backbone.num_features}-d features, device {self.device}")
-
-        resolved = getattr(cfg, "_resolved", None)
-        if resolved:
-            self.strategy_name = resolved["resolved_strategy"]
-            self.auto = resolved.get("auto")
-        elif cfg.strategy == "auto":
-            decision = self._auto_decide()
-            self.strategy_name, self.auto = decision.strategy, decision.to_dict()
-        else:
-            self.strategy_name = get_strategy(cfg.strategy, unfreeze_stages=cfg.unfreeze_stages).name
-            self.auto = None
+    def __init__(self, state: ckpt.Resume, out_dir: Path, ctx: RunContext, *, reporter: Reporter, settings=None):
+        cfg = self.cfg = state.config
+        self.out, self.ctx, self.reporter, self.settings = out_dir, ctx, reporter, settings
+        self.progress: ckpt.Progress = state.progress or ckpt.Progress()
+        checkpoint = state.checkpoint if self.progress.epoch else None
+        self.splits = discover(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, settings=settings)
+        with ctx.seeded(cfg.seed):
+            backbone = create_backbone(cfg.model, weights=cfg.weights)
+        with ctx.seeded(cfg.seed):
+            model = TransferModel(backbone, len(self.splits.classes))
+        self.model = model.to(ctx.device).to(memory_format=torch.channels_last)
+        s = self.splits
+        reporter.message(f"Data: {s.root} — {len(s.classes)} classes, {len(s.train)} train / {len(s.val)} val images"
+                         + (f", {len(s.skipped)} unreadable skipped" if s.skipped else ""))
+        reporter.message(f"Model: {backbone.name} (weights: {backbone.weights_tag}), {backbone.num_features}-d features, "
+                         f"device {ctx.device}")
+        backend, precision = resumed_inference(cfg.backend, cfg.precision, self.progress.inference, ctx.device)
+        self.features = FrozenFeatures(self.model.backbone, s, ctx, backend=backend, precision=precision,
+                                       batch_size=cfg.batch_size, num_workers=cfg.num_workers, reporter=reporter,
+                                       settings=settings)
+        self.strategy_name, self.auto = self._resolve_strategy(state)
         if self.auto:
-            ui.info(f"Strategy auto: {self.auto['reason']}")
-        self.strategy = get_strategy(self.strategy_name, unfreeze_stages=cfg.unfreeze_stages)
-        self.strategy.apply(self.model)
-        self.groups = self.strategy.param_groups(self.model, head_lr=cfg.head_lr, backbone_lr=cfg.backbone_lr)
-        n_total = sum(p.numel() for p in self.model.parameters())
-        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self.param_summary = {
-            "trainable": n_train, "total": n_total,
-            "groups": [{"name": g["name"], "lr": g["lr"], "params": sum(p.numel() for p in g["params"])} for g in self.groups],
+            reporter.message(f"Strategy auto: {self.auto['reason']}", **self.auto)
+        self.strategy: Strategy = get_strategy(self.strategy_name, unfreeze_stages=cfg.unfreeze_stages)
+        if checkpoint is not None and checkpoint.get("strategy"):
+            self.strategy.load_state_dict(checkpoint["strategy"])  # a resumed run continues the same schedule
+        self.strategy.on_train_start(self.model)
+        self.optimizer, self.scheduler = self._make_optimizer(self.progress.epoch + 1)
+        self.param_summary = self._describe_params()
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if self.scheduler is not None and checkpoint.get("scheduler"):
+                self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.skipped: dict[str, str] = {**s.skipped, **self.progress.skipped}
+        self.cached: CachedFeatures | None = None  # filled by fit on the fast path
+        self.is_cached = self.strategy.is_backbone_frozen and cfg.feature_cache
+        self.criterion = nn.CrossEntropyLoss()
+
+    def _resolve_strategy(self, state: ckpt.Resume) -> tuple[str, dict | None]:
+        if state.strategy:  # resumed: what the run resolved, without probing again
+            return state.strategy, state.auto
+        if self.cfg.strategy == "auto":
+            decision = self.features.probe(self.cfg.seed)
+            return decision.strategy, decision.to_dict()
+        return get_strategy(self.cfg.strategy, unfreeze_stages=self.cfg.unfreeze_stages).name, None
+
+    def _describe_params(self) -> dict[str, Any]:
+        params = list(self.model.parameters())
+        summary = {
+            "trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params),
+            "groups": [{"name": g.get("name", f"group{i}"), "lr": g["initial_lr"] if "initial_lr" in g else g["lr"],
+                        "params": sum(p.numel() for p in g["params"])} for i, g in enumerate(self.optimizer.param_groups)],
         }
-        ui.info(f"Strategy: {self.strategy!r} — trainable {n_train:,} / {n_total:,} parameters; groups: "
-                + ", ".join(f"{g['name']} lr={g['lr']:g} ({g['params']:,})" for g in self.param_summary["groups"]))
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.out / CONFIG_FILE, {
-            "config": asdict(cfg), "resolved_strategy": self.strategy_name, "auto": self.auto,
-            "transferkit_version": __version__,
-        })
-        self.cached = self.strategy.is_backbone_frozen and cfg.feature_cache
-        return self._loop()
-
-    def _runner(self):
-        """One inference runner for the frozen backbone, shared by the probe and the feature cache."""
-        from ..inference.runner import InferenceRunner
-
-        if getattr(self, "_inference_runner", None) is None:
-            bb = self.model.backbone
-            backend, precision = self._resumed_inference()
-            self._inference_runner = InferenceRunner(bb, input_size=bb.preprocessing.input_size, device=self.device,
-                                                     backend=backend, precision=precision,
-                                                     expected_items=len(self.splits.train) + len(self.splits.val),
-                                                     preprocessing=bb.preprocessing)
-        return self._inference_runner
-
-    def _resumed_inference(self) -> tuple[str, str]:
-        """Backend and precision for the frozen features: the config's, except that a resumed run whose
-        checkpoint recorded what ``auto`` chose repeats that choice. Otherwise a resume could compute
-        its features differently from the epochs before it (the choice depends on the conversion cache
-        and on the remembered bf16 verdict, which other jobs change), and not reproduce the
-        uninterrupted run. A recorded OpenVINO backend that is no longer installed, or bf16 on a CPU without
-        native bf16 (a resume on another machine), is left to ``auto``."""
-        from ..inference.runner import cpu_has_bf16, openvino_available
-
-        backend, precision = self.cfg.backend, self.cfg.precision
-        used = (self.state or {}).get("inference")
-        used = used if isinstance(used, dict) else {}
-        if backend == "auto" and (used.get("backend") == "torch" or (used.get("backend") == "openvino" and openvino_available())):
-            backend = used["backend"]
-        if precision == "auto" and backend == used.get("backend") and (
-                used.get("precision") == "fp32" or (used.get("precision") == "bf16" and (self.device.type != "cpu" or cpu_has_bf16()))):
-            precision = used["precision"]
-        return backend, precision
-
-    def _auto_decide(self) -> AutoDecision:
-        """Probe how well the frozen pretrained features separate the classes (LOO kNN on a sample)."""
-        train = self.splits.train
-        per_class: dict[int, list[int]] = {}
-        g = torch.Generator().manual_seed(self.cfg.seed)
-        for i in torch.randperm(len(train), generator=g).tolist():
-            per_class.setdefault(train.labels[i], [])
-            if len(per_class[train.labels[i]]) < PROBE_PER_CLASS:
-                per_class[train.labels[i]].append(i)
-        sample = sorted(i for v in per_class.values() for i in v)
-        with self.ui.progress() as prog:
-            fb = compute_features(self.model.backbone, train.subset(sample), batch_size=self.cfg.batch_size * 2,
-                                  device=self.device, num_workers=self.cfg.num_workers, progress=prog,
-                                  description="auto: probing features", runner=self._runner())
-        self._probe = {sample[int(i)]: fb.features[j] for j, i in enumerate(fb.indices.tolist())}
-        labels = fb.labels.numpy()
-        if len(labels) < 3:
-            raise DataError("Too few readable training images to choose a strategy automatically; pass --strategy explicitly.")
-        acc = knn_probe_accuracy(fb.features.numpy(), labels)
-        import numpy as np
-
-        chance = float(np.bincount(labels).max() / len(labels))
-        return choose_auto(len(train), acc, chance, probe_samples=len(labels))
+        self.reporter.message(
+            f"Strategy: {self.strategy!r} — trainable {summary['trainable']:,} / {summary['total']:,} parameters; groups: "
+            + ", ".join(f"{g['name']} lr={g['lr']:g} ({g['params']:,})" for g in summary["groups"]))
+        return summary
 
     # -- optimisation ---------------------------------------------------------------------------
-    def _make_optimizer(self):
+    def _make_optimizer(self, epoch: int, previous: torch.optim.Optimizer | None = None):
+        """An optimizer over the strategy's parameter groups, and its scheduler placed at ``epoch`` (1-based).
+
+        Rebuilt at an epoch boundary (``previous``), parameters that were training keep their optimizer state.
+        """
         cfg = self.cfg
-        groups = [{"params": g["params"], "lr": g["lr"]} for g in self.groups]
+        groups = self.strategy.param_groups(self.model, head_lr=cfg.head_lr, backbone_lr=cfg.backbone_lr)
+        groups = [{"params": g["params"], "lr": g["lr"], "name": g.get("name", f"group{i}")} for i, g in enumerate(groups)]
         if cfg.optimizer == "adamw":
             opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         else:
             opt = torch.optim.SGD(groups, momentum=0.9, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.scheduler == "cosine" else None
-        return opt, sched
+        if previous is not None:
+            kept = {p for g in opt.param_groups for p in g["params"]}
+            opt.state.update({p: s for p, s in previous.state.items() if p in kept})
+        if cfg.scheduler != "cosine":
+            return opt, None
+        for g in opt.param_groups:  # created at epoch e, the schedule starts at its step e - 1
+            g["initial_lr"] = g["lr"]
+            g["lr"] = g["lr"] * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs)) / 2
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, last_epoch=epoch - 2)
 
     def _epoch_batches(self, n: int, epoch: int) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=g).tolist()
+        perm = torch.randperm(n, generator=self.ctx.generator(epoch_seed(self.cfg.seed, epoch))).tolist()
         bs = self.cfg.batch_size
-        return [perm[i : i + bs] for i in range(0, n, bs)]
+        return [perm[i: i + bs] for i in range(0, n, bs)]
 
-    def _loop(self):
-        from .run import Run
-
-        cfg, ui, model = self.cfg, self.ui, self.model
-        opt, sched = self._make_optimizer()
-        criterion = nn.CrossEntropyLoss()
-        history: list[dict[str, Any]] = []
-        best_acc, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 1
-        self.skipped: dict[str, str] = dict(self.splits.skipped)
-        elapsed_before = 0.0
-        if self.state is not None:
-            model.load_state_dict(self.state["model"])
-            opt.load_state_dict(self.state["optimizer"])
-            if sched is not None and self.state.get("scheduler"):
-                sched.load_state_dict(self.state["scheduler"])
-            history = list(self.state["history"])
-            best_acc, best_epoch = float(self.state["best_acc"]), int(self.state["best_epoch"])
-            bad_epochs, start_epoch = int(self.state["bad_epochs"]), int(self.state["epoch"]) + 1
-            self.skipped.update(self.state.get("skipped", {}))
-            elapsed_before = float(self.state.get("train_seconds", 0.0))
-            ui.info(f"Resuming {self.out} from epoch {start_epoch} (best so far {best_acc:.4f} at epoch {best_epoch}).")
-        t0 = time.perf_counter()
-        if self.cached:
-            self._cache_features()
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> Run:
+        cfg, p, reporter = self.cfg, self.progress, self.reporter
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_config(self.out, cfg, strategy=self.strategy_name, auto=self.auto)
+        if p.epoch:
+            reporter.message(f"Resuming {self.out} from epoch {p.epoch + 1} (best so far {p.best_acc:.4f} at epoch "
+                             f"{p.best_epoch}).")
+        t0, elapsed_before = time.perf_counter(), p.train_seconds
+        if self.is_cached:
+            self.cached = self.features.cache(self._note_skipped)
+            p.inference = {k: v for k, v in self.features.info.items() if k in ("backend", "precision")}
         stopped_early = False
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-            t_epoch = time.perf_counter()
-            if self.cached:
-                train_loss, train_acc, n_seen = self._train_epoch_cached(epoch, opt, criterion)
-                t_val = time.perf_counter()
-                val = self._eval_cached(criterion)
-            else:
-                train_loss, train_acc, n_seen = self._train_epoch(epoch, opt, criterion)
-                t_val = time.perf_counter()
-                val = self._eval_images(self.splits.val, criterion)
-            lrs = [g["lr"] for g in opt.param_groups]
-            if sched is not None:
-                sched.step()
-            seconds = time.perf_counter() - t_epoch
-            train_phase = t_val - t_epoch
-            row = {
-                "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"], "lr_head": lrs[0], "lr_backbone": lrs[1] if len(lrs) > 1 else 0.0,
-                "seconds": seconds, "train_seconds": train_phase, "val_seconds": seconds - train_phase,
-                # training throughput: images through forward + backward per second of the training phase
-                "images_per_s": n_seen / train_phase if train_phase > 0 else 0.0,
-            }
-            history.append(row)
-            improved = val["accuracy"] > best_acc
+        for epoch in range(p.epoch + 1, cfg.epochs + 1):
+            if self.strategy.on_epoch_start(self.model, epoch, self.optimizer):
+                self.optimizer, self.scheduler = self._make_optimizer(epoch, previous=self.optimizer)
+                self.param_summary = self._describe_params()
+            with self.ctx.seeded(epoch_seed(cfg.seed, epoch)):  # augmentation, dropout, worker seeds
+                row = self._run_epoch(epoch)
+            p.epoch = epoch
+            p.history.append(row)
+            improved = row["val_accuracy"] > p.best_acc
             if improved:
-                best_acc, best_epoch, bad_epochs = val["accuracy"], epoch, 0
-                self._save_best()
+                p.best_acc, p.best_epoch, p.bad_epochs = row["val_accuracy"], epoch, 0
+                save_model(self.model, self.out, self._meta())
             else:
-                bad_epochs += 1
-            ui.info(f"epoch {epoch}/{cfg.epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}  "
-                    f"val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.4f}  {seconds:.1f}s"
-                    + ("  *best" if improved else ""))
-            self._write_history(history)
-            self._checkpoint(epoch, opt, sched, history, best_acc, best_epoch, bad_epochs,
-                             elapsed_before + time.perf_counter() - t0)
-            if cfg.patience is not None and bad_epochs >= cfg.patience and epoch < cfg.epochs:
-                ui.info(f"Early stopping: no better validation accuracy for {cfg.patience} epochs.")
+                p.bad_epochs += 1
+            reporter.message(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  train_acc "
+                             f"{row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
+                             f"{row['seconds']:.1f}s" + ("  *best" if improved else ""), **row, is_best=improved)
+            ckpt.write_history(self.out, p.history)
+            p.skipped = dict(self.skipped)
+            p.train_seconds = elapsed_before + time.perf_counter() - t0
+            self._checkpoint(epoch)
+            if cfg.patience is not None and p.bad_epochs >= cfg.patience and epoch < cfg.epochs:
+                reporter.message(f"Early stopping: no better validation accuracy for {cfg.patience} epochs.")
                 stopped_early = True
                 break
-        train_seconds = elapsed_before + time.perf_counter() - t0
-        return self._finish(history, best_epoch, train_seconds, stopped_early, Run)
+        return self._finish(elapsed_before + time.perf_counter() - t0, stopped_early)
 
-    def _cache_features(self) -> None:
-        cfg = self.cfg
-        memo: dict[int, torch.Tensor] = getattr(self, "_probe", {})
-        todo = [i for i in range(len(self.splits.train)) if i not in memo]
-        with self.ui.progress() as prog:
-            part = compute_features(self.model.backbone, self.splits.train.subset(todo), batch_size=max(cfg.batch_size, 64),
-                                    device=self.device, num_workers=cfg.num_workers, progress=prog, description="features (train)",
-                                    runner=self._runner())
-            # merge with the features already computed by the ``auto`` probe, in dataset order
-            feats = dict(memo)
-            feats.update({todo[int(i)]: part.features[j] for j, i in enumerate(part.indices.tolist())})
-            order = sorted(feats)
-            tr = FeatureBatch(
-                torch.stack([feats[i] for i in order]) if order else torch.empty(0, self.model.backbone.num_features),
-                torch.tensor([self.splits.train.labels[i] for i in order], dtype=torch.long),
-                torch.tensor(order, dtype=torch.long), {todo[i]: r for i, r in part.skipped.items()}, part.seconds)
-            va = compute_features(self.model.backbone, self.splits.val, batch_size=max(cfg.batch_size, 64), device=self.device,
-                                  num_workers=cfg.num_workers, progress=prog, description="features (val)", runner=self._runner())
-        self._note_skipped(self.splits.train, tr.skipped)
-        self._note_skipped(self.splits.val, va.skipped)
-        if len(tr.features) == 0:
-            raise DataError(f"None of the training images under {self.splits.root} could be decoded. Check the files.")
-        n_new = len(part.features) + len(va.features)
-        info = self._runner().info
-        self.ui.info(f"Cached frozen features of {len(tr.features) + len(va.features)} images ({n_new} computed in "
-                     f"{part.seconds + va.seconds:.1f}s, {n_new / max(part.seconds + va.seconds, 1e-9):.0f} img/s, "
-                     f"{info.get('backend')} {info.get('precision')})")
-        self.inference_info = dict(info)
-        self.train_feats, self.train_labels = tr.features.to(self.device), tr.labels.to(self.device)
-        self.val_feats, self.val_labels = va.features.to(self.device), va.labels.to(self.device)
+    def _checkpoint(self, epoch: int) -> None:
+        ckpt.save_checkpoint(self.out, self.progress, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                             strategy=self.strategy)
 
-    def _note_skipped(self, images: ImageSet, skipped: dict[int, str]) -> None:
-        for i, reason in skipped.items():
-            p = str(images.paths[i])
-            if p not in self.skipped:
-                log.warning("Skipped unreadable image %s: %s", p, reason)
-            self.skipped[p] = reason
+    def _run_epoch(self, epoch: int) -> dict[str, Any]:
+        t_epoch = time.perf_counter()
+        if self.cached is not None:
+            train_loss, train_acc, n_seen = self._train_epoch_cached(epoch)
+            t_val = time.perf_counter()
+            with torch.no_grad():
+                self.model.head.eval()
+                val = loss_and_accuracy(self.model.head(self.cached.val), self.cached.val_labels)
+        else:
+            train_loss, train_acc, n_seen = self._train_epoch(epoch)
+            t_val = time.perf_counter()
+            val = loss_and_accuracy(*self._predict(self.splits.val))
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if self.scheduler is not None:
+            self.scheduler.step()
+        seconds = time.perf_counter() - t_epoch
+        train_phase = t_val - t_epoch
+        return {
+            "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"], "lr_head": lrs[0], "lr_backbone": lrs[1] if len(lrs) > 1 else 0.0,
+            "seconds": seconds, "train_seconds": train_phase, "val_seconds": seconds - train_phase,
+            # training throughput: images through forward + backward per second of the training phase
+            "images_per_s": n_seen / train_phase if train_phase > 0 else 0.0,
+        }
 
-    def _train_epoch_cached(self, epoch, opt, criterion):
-        head = self.model.head
+    def _train_epoch_cached(self, epoch: int) -> tuple[float, float, int]:
+        head, opt, feats = self.model.head, self.optimizer, self.cached
         head.train()
         total_loss, correct, n = 0.0, 0, 0
-        for batch in self._epoch_batches(len(self.train_feats), epoch):
-            idx = torch.tensor(batch, device=self.device)
-            x, y = self.train_feats[idx], self.train_labels[idx]
+        for batch in self._epoch_batches(len(feats.train), epoch):
+            idx = torch.tensor(batch, device=self.ctx.device)
+            x, y = feats.train[idx], feats.train_labels[idx]
             logits = head(x)
-            loss = criterion(logits, y)
+            loss = self.criterion(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -488,169 +280,79 @@ class _Trainer:
             n += len(y)
         return total_loss / max(n, 1), correct / max(n, 1), n
 
-    @torch.no_grad()
-    def _eval_cached(self, criterion) -> dict[str, float]:
-        self.model.head.eval()
-        logits = self.model.head(self.val_feats)
-        return {"loss": float(criterion(logits, self.val_labels)), "accuracy": float((logits.argmax(1) == self.val_labels).float().mean())}
-
-    def _train_epoch(self, epoch, opt, criterion):
-        cfg, model, device = self.cfg, self.model, self.device
+    def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
+        cfg, model, device = self.cfg, self.model, self.ctx.device
         pre = model.preprocessing
         transform = pre.train_transform() if cfg.augment else pre.eval_transform()
-        batches = self._epoch_batches(len(self.splits.train), epoch)
         loader = make_loader(self.splits.train, transform, batch_size=cfg.batch_size, device=device,
-                             num_workers=cfg.num_workers, batch_sampler=batches)
+                             num_workers=cfg.num_workers, batch_sampler=self._epoch_batches(len(self.splits.train), epoch),
+                             settings=self.settings)
+        loader.generator = self.ctx.generator(epoch_seed(cfg.seed, epoch))  # worker seeds, not from the global RNG
         self.strategy.set_train_mode(model)
         amp_dtype = training_autocast_dtype(device, cfg.precision, model)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         total_loss, correct, n = 0.0, 0, 0
-        with self.ui.progress() as prog:
-            task = prog.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(self.splits.train)) if prog else None
+        with self.reporter.task("epoch", total=len(self.splits.train), description=f"epoch {epoch}/{cfg.epochs}") as task:
             for x, y, _idx, bad in loader:
                 self._note_skipped(self.splits.train, dict(bad))
                 if x is not None:
                     x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
-                    loss, logits = train_step(model, opt, criterion, x, y, amp_dtype, scaler)
+                    loss, logits = train_step(model, self.optimizer, self.criterion, x, y, amp_dtype, scaler)
                     total_loss += loss.item() * len(y)
                     correct += int((logits.argmax(1) == y).sum())
                     n += len(y)
-                if task is not None:
-                    prog.advance(task, (0 if x is None else len(x)) + len(bad))
+                task.advance((0 if x is None else len(x)) + len(bad))
         if n == 0:
             raise DataError(f"None of the training images under {self.splits.root} could be decoded. Check the files.")
         return total_loss / n, correct / n, n
 
-    @torch.no_grad()
-    def _eval_images(self, images: ImageSet, criterion) -> dict[str, float]:
-        logits, labels = predict_logits(self.model, images, batch_size=max(self.cfg.batch_size, 64), device=self.device,
-                                        num_workers=self.cfg.num_workers, ui=self.ui, on_skip=lambda s: self._note_skipped(images, s))
-        if len(labels) == 0:
-            return {"loss": float("nan"), "accuracy": 0.0}
-        return {"loss": float(criterion(logits, labels)), "accuracy": float((logits.argmax(1) == labels).float().mean())}
+    def _predict(self, images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        return predict_logits(self.model, images, batch_size=max(self.cfg.batch_size, 64), device=self.ctx.device,
+                              num_workers=self.cfg.num_workers, reporter=self.reporter, settings=self.settings,
+                              on_skip=lambda s: self._note_skipped(images, s))
 
-    # -- persistence --------------------------------------------------------------------------
+    def _note_skipped(self, images: ImageSet, skipped: dict[int, str]) -> None:
+        for i, reason in skipped.items():
+            p = str(images.paths[i])
+            if p not in self.skipped:
+                log.warning("Skipped unreadable image %s: %s", p, reason)
+            self.skipped[p] = reason
+
+    # -- results ----------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        return {
-            "classes": self.splits.classes,
-            "strategy": self.strategy.describe(),
-            "auto": self.auto,
-            "weights_source": self.cfg.weights,
-            "parameters": self.param_summary,
-            "config": asdict(self.cfg),
-        }
+        return {"classes": self.splits.classes, "strategy": self.strategy.describe(), "auto": self.auto,
+                "weights_source": self.cfg.weights, "parameters": self.param_summary, "config": self.cfg.to_dict()}
 
-    def _save_best(self) -> None:
-        save_model(self.model, self.out, self._meta())
-
-    def _checkpoint(self, epoch, opt, sched, history, best_acc, best_epoch, bad_epochs, train_seconds) -> None:
-        state = {
-            "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict() if sched is not None else {}, "history": history, "best_acc": best_acc,
-            "best_epoch": best_epoch, "bad_epochs": bad_epochs, "skipped": self.skipped, "train_seconds": train_seconds,
-            # what `auto` chose for the frozen features, repeated on --resume (see _resumed_inference)
-            "inference": {k: v for k, v in (getattr(self, "inference_info", None) or {}).items() if k in ("backend", "precision")},
-        }
-        with atomic_path(self.out / CHECKPOINT_FILE) as tmp:
-            torch.save(state, str(tmp))
-
-    def _write_history(self, history: list[dict[str, Any]]) -> None:
-        buf = io.StringIO()
-        fields = list(dict.fromkeys(k for row in history for k in row))  # rows of a resumed older run may lack columns
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        write_text_atomic(self.out / "history.csv", buf.getvalue())
-
-    def _finish(self, history, best_epoch, train_seconds, stopped_early, Run):
-
+    def _finish(self, train_seconds: float, stopped_early: bool) -> Run:
         from safetensors.torch import load_file
 
+        from ..report.figures import plot_confusion_matrix
+
+        p = self.progress
         self.model.load_state_dict(load_file(str(self.out / "model.safetensors")))
         self.model.eval()
-        if self.cached:
+        if self.cached is not None:
             with torch.no_grad():
-                logits, labels = self.model.head(self.val_feats).float().cpu(), self.val_labels.cpu()
+                logits, labels = self.model.head(self.cached.val).float().cpu(), self.cached.val_labels.cpu()
         else:
-            logits, labels = predict_logits(self.model, self.splits.val, batch_size=max(self.cfg.batch_size, 64), device=self.device,
-                                            num_workers=self.cfg.num_workers, ui=self.ui,
-                                            on_skip=lambda s: self._note_skipped(self.splits.val, s))
+            logits, labels = self._predict(self.splits.val)
         metrics = classification_metrics(logits, labels, self.splits.classes)
         cm = metrics.pop("confusion_matrix")
         metrics.update({
-            "val_accuracy": metrics.pop("accuracy"), "val_loss": metrics.pop("loss"), "best_epoch": best_epoch,
-            "epochs_run": len(history), "stopped_early": stopped_early, "train_seconds": train_seconds,
+            "val_accuracy": metrics.pop("accuracy"), "val_loss": metrics.pop("loss"), "best_epoch": p.best_epoch,
+            "epochs_run": len(p.history), "stopped_early": stopped_early, "train_seconds": train_seconds,
             "skipped_files": len(self.skipped), "skipped": self.skipped, "strategy": self.strategy.describe(),
             "auto": self.auto, "parameters": self.param_summary, "dataset": self.splits.summary(),
-            "confusion_matrix": cm, "device": str(self.device), "model": self.cfg.model,
-            "inference": getattr(self, "inference_info", None),
+            "confusion_matrix": cm, "device": str(self.ctx.device), "model": self.cfg.model,
+            "inference": self.features.info if self.cached is not None else None,
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
-        from ..report.html import plot_confusion_matrix
-
         plot_confusion_matrix(cm, self.splits.classes, self.out / "confusion_matrix.png")
-        ckpt = self.out / CHECKPOINT_FILE
-        with atomic_path(ckpt) as tmp:
-            torch.save({"finished": True, "epoch": len(history)}, str(tmp))
-        self.ui.info(f"Best epoch {best_epoch}: val_acc {metrics['val_accuracy']:.4f}, val_loss {metrics['val_loss']:.4f}; "
-                     f"{train_seconds:.1f}s. Run saved to {self.out}")
+        ckpt.mark_finished(self.out, len(p.history))
+        self.reporter.message(f"Best epoch {p.best_epoch}: val_acc {metrics['val_accuracy']:.4f}, val_loss "
+                              f"{metrics['val_loss']:.4f}; {train_seconds:.1f}s. Run saved to {self.out}",
+                              best_epoch=p.best_epoch, val_accuracy=metrics["val_accuracy"], val_loss=metrics["val_loss"],
+                              train_seconds=train_seconds, run=str(self.out))
         return Run.load(self.out)
-
-
-@torch.no_grad()
-def predict_logits(model, images: ImageSet, *, batch_size: int, device, num_workers=None, ui: UI | None = None,
-                   on_skip=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits for every readable image of ``images`` with the model's eval transforms."""
-    model.eval()
-    pre = model.preprocessing
-    loader = make_loader(images, pre.eval_transform(), batch_size=batch_size, device=device, num_workers=num_workers,
-                         draft_size=pre.resize_size)
-    outs, labels = [], []
-    ui = ui or UI(True)
-    with ui.progress() as prog:
-        task = prog.add_task("evaluating", total=len(images)) if prog else None
-        for x, y, _idx, bad in loader:
-            if bad and on_skip is not None:
-                on_skip(dict(bad))
-            if x is not None:
-                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with autocast_for(device):
-                    outs.append(model(x).float().cpu())
-                labels.append(y)
-            if task is not None:
-                prog.advance(task, (0 if x is None else len(x)) + len(bad))
-    if not outs:
-        return torch.empty(0, model.num_classes), torch.empty(0, dtype=torch.long)
-    return torch.cat(outs), torch.cat(labels)
-
-
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
-    import numpy as np
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    if len(labels) == 0:
-        raise DataError("No readable images to evaluate. Check the files of the split.")
-    y = labels.numpy()
-    pred = logits.argmax(1).numpy()
-    loss = float(nn.functional.cross_entropy(logits, labels))
-    k = list(range(len(classes)))
-    p, r, f, s = precision_recall_fscore_support(y, pred, labels=k, zero_division=0)
-    cm = confusion_matrix(y, pred, labels=k)
-    acc = float((pred == y).mean())
-    return {
-        "accuracy": acc, "loss": loss if math.isfinite(loss) else None, "num_images": int(len(y)),
-        "macro_f1": float(np.mean(f)),
-        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                      for i, c in enumerate(classes)},
-        "confusion_matrix": cm.tolist(),
-    }
-
-
-def splits_for_run(data, meta: dict) -> DatasetSplits:
-    """Discover ``data`` with the split settings the run was trained with."""
-    cfg = meta.get("config", {})
-    return discover(data, val_fraction=float(cfg.get("val_fraction", 0.2)), seed=int(cfg.get("seed", 0)))

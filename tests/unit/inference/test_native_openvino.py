@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from transferkit.backbones import create_backbone
+from transferkit.inference.openvino_backend import openvino_available, openvino_core
 from transferkit.inference.openvino_graph import openvino_model
-from transferkit.inference.runner import InferenceRunner, openvino_available, openvino_core
+from transferkit.inference.runner import InferenceRunner
 
 pytestmark = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 
@@ -55,7 +56,7 @@ def test_other_modules_and_training_mode_get_no_native_graph():
 
 
 def test_runner_converts_native_backbones_without_the_onnx_exporter(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    from transferkit.inference.cache import ConversionCache
 
     exports = []
     real_export = torch.onnx.export
@@ -66,7 +67,8 @@ def test_runner_converts_native_backbones_without_the_onnx_exporter(tmp_path, mo
 
     monkeypatch.setattr(torch.onnx, "export", export)
     module = _randomised("efficientnet_lite0", seed=2)
-    runner = InferenceRunner(module, input_size=64, backend="openvino", precision="fp32")
+    runner = InferenceRunner(module, input_size=64, backend="openvino", precision="fp32",
+                             cache=ConversionCache(tmp_path / "cache"))
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     out = runner(x)
     with torch.no_grad():

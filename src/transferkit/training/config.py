@@ -1,0 +1,115 @@
+"""Every option of a training run, in one validated object (also what ``config.json`` holds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, close_matches, unknown_name
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("cosine", "none")
+
+
+def _opt(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class TrainConfig:
+    """Every option that shapes a training run; validated on creation and saved as ``config.json``,
+    so resuming repeats it. Each field's ``doc`` (in its metadata) says what it does; the CLI shows it as help."""
+
+    data: str = _opt("", "Folder with train/ and val/ class folders, or a folder of class folders (split by "
+                         "`val_fraction` and `seed`).")
+    model: str = _opt("resnet18", "A registered backbone name, or timm/<name> for any timm model.")
+    strategy: str = _opt("auto", "auto, or a registered strategy: feature-extraction, partial, full.")
+    epochs: int = _opt(5, "Maximum epochs; the best epoch by validation accuracy is kept.")
+    batch_size: int = _opt(32, "Images per step.")
+    seed: int = _opt(0, "Seed of the split, head initialisation, shuffling and augmentation.")
+    weights: str = _opt("default", "default (pretrained), none (random init), or a state_dict file (.safetensors/.pth).")
+    head_lr: float = _opt(1e-3, "Learning rate of the new head.")
+    backbone_lr: float = _opt(1e-4, "Learning rate of the trainable backbone layers.")
+    optimizer: str = _opt("adamw", "adamw, or sgd (momentum 0.9).")
+    scheduler: str = _opt("cosine", "cosine (per epoch) or none.")
+    weight_decay: float = _opt(1e-4, "Decoupled weight decay (AdamW) or L2 (SGD).")
+    patience: int | None = _opt(None, "Stop after this many epochs without a better validation accuracy (default: never).")
+    device: str = _opt("auto", "auto, cpu, cuda or mps.")
+    unfreeze_stages: int = _opt(1, "Backbone stages unfrozen by partial fine-tuning.")
+    val_fraction: float = _opt(0.2, "Validation share when the data has no val/ folder.")
+    num_workers: int | None = _opt(None, "Image-decoding processes (default: cores - 1).")
+    feature_cache: bool = _opt(True, "With a frozen backbone, compute its features once and train the head on them.")
+    augment: bool = _opt(True, "Random resized crop and flip while fine-tuning (cached features use centre crops).")
+    backend: str = _opt("auto", "Inference backend of frozen features: auto (OpenVINO on CPU when installed and worth it), "
+                                "torch or openvino.")
+    precision: str = _opt("auto", "auto (frozen features in bf16 only within cosine 0.999 of fp32; fine-tuning with bf16 "
+                                  "autocast where the hardware computes it natively), fp32 or bf16.")
+
+    def __post_init__(self) -> None:
+        self.data = os.fspath(self.data)
+        self.weights = os.fspath(self.weights)
+        self.validate()
+
+    @classmethod
+    def from_options(cls, data: str | os.PathLike | None = None, *, config: TrainConfig | None = None,
+                     **options: Any) -> TrainConfig:
+        """``config`` (or the defaults) with ``data`` and ``options`` replacing its fields.
+
+        Raises:
+            ConfigError: an unknown option (with close matches) or a bad value.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in options if k not in names or k == "data"]
+        if unknown:
+            raise ConfigError(f"Unknown training option `{unknown[0]}`.{close_matches(unknown[0], names)} "
+                              f"Options: {', '.join(n for n in names if n != 'data')}.")
+        if data is not None:
+            options["data"] = data
+        return dataclasses.replace(config, **options) if config is not None else cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raises ConfigError (UnknownNameError for names) for a bad value."""
+        for name, kind in (("epochs", int), ("batch_size", int), ("head_lr", float), ("backbone_lr", float)):
+            _positive(name, getattr(self, name), kind)
+        _positive("unfreeze_stages", self.unfreeze_stages, int)
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        if self.scheduler not in SCHEDULERS:
+            raise unknown_name("scheduler", self.scheduler, SCHEDULERS)
+        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
+            raise ConfigError(f"`patience` must be an int >= 1 (or None to disable early stopping); got {self.patience!r}.")
+        if self.num_workers is not None and (not _is_int(self.num_workers) or self.num_workers < 0):
+            raise ConfigError(f"`num_workers` must be an int >= 0 (or None for cores - 1); got {self.num_workers!r}.")
+        if not isinstance(self.weight_decay, (int, float)) or isinstance(self.weight_decay, bool) or self.weight_decay < 0:
+            raise ConfigError(f"`weight_decay` must be >= 0; got {self.weight_decay!r}.")
+        from ..inference.policy import validate as validate_inference
+
+        validate_inference(self.backend, self.precision)
+        if self.strategy != "auto":
+            from ..strategies import strategy_class
+
+            strategy_class(self.strategy)  # an unknown name fails here, before any work
+
+
+TrainConfig.__doc__ = (TrainConfig.__doc__ or "") + "\n\n    Attributes:\n" + "".join(
+    f"        {f.name}: {f.metadata['doc']}\n" for f in dataclasses.fields(TrainConfig))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(name: str, value, kind: type) -> None:
+    ok = _is_int(value) if kind is int else isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or value <= 0:
+        raise ConfigError(f"`{name}` must be a positive {kind.__name__}; got {value!r}.")
+
+
+def option_docs() -> dict[str, str]:
+    """Each training option's one-line documentation, by field name."""
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(TrainConfig)}
