@@ -45,7 +45,7 @@ _EXPORTS = {
     # diagnostics
     "system_report": "doctor",
     # progress events
-    "Event": "events", "ConsoleRenderer": "events",
+    "Event": "events", "ConsoleRenderer": "events", "Settings": "config",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -250,7 +250,7 @@ def test_the_library_leaves_sys_modules_alone_and_the_cli_defers_the_rest_client
         "print('ROWS', len(s), 'lancedb' in sys.modules, 'lance_namespace_urllib3_client.api.table_api' in sys.modules)\n"
     )
     cli = (
-        "from transferkit.cli.store_cmds import defer_lancedb_rest_client\n"
+        "from transferkit.cli._common import defer_lancedb_rest_client\n"
         "defer_lancedb_rest_client()\n" + use_store +
         "import lance_namespace_urllib3_client as client\n"
         "print('LATER', client.TableApi.__name__, client.ApiClient.__name__, 'lance_namespace_urllib3_client.api.table_api' in sys.modules)\n"

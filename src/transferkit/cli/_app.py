@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import as_flags
+from ._common import as_flags, defer_lancedb_rest_client
 from ._root import app
 
 __all__ = ["app", "as_flags", "entrypoint", "main"]
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     _register_commands()
+    defer_lancedb_rest_client()  # the CLI owns its process; the library leaves sys.modules alone
     exits, aborts, usage = _exception_types()
     try:
         # Non-standalone Typer returns an exit code instead of raising for Ctrl-C (130) and ctx.exit(n).

@@ -108,3 +108,50 @@ def _flags(num_commands: int) -> dict[str, str]:
                 if opt.startswith("--"):
                     flags.setdefault(opt[2:].replace("-", "_"), opt)
     return flags
+
+
+#: LanceDB's REST-namespace client, whose ``__init__`` imports its nine API modules: 0.5 s of the
+#: 1.0 s ``transferkit search --id`` takes (and, on the store writer's thread, of an embedding run's), for a client only a remote namespace uses.
+_DEFERRED_PACKAGE = "lance_namespace_urllib3_client"
+
+
+def defer_lancedb_rest_client() -> None:
+    """Register the REST client package without running its ``__init__`` until an attribute of it is read.
+
+    A ``sys.modules`` edit, so it lives here, where the CLI owns its process, not in the
+    library. Submodules LanceDB imports at start-up (``...client.models``) load as usual; the
+    first attribute read from the package itself (a remote namespace's ``ApiClient``) runs
+    ``__init__``. Where the package cannot be located that way, nothing changes.
+    """
+    import importlib.util
+    import sys
+    import threading
+
+    name = _DEFERRED_PACKAGE
+    if "lancedb" in sys.modules or name in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    lock = threading.RLock()  # __init__ itself reads attributes of the package while it runs
+    state = {"ran": False}
+
+    def __getattr__(attr: str):
+        with lock:
+            if not state["ran"]:
+                state["ran"] = True
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(name, None)  # the next import retries from scratch
+                    raise
+        if attr in module.__dict__:
+            return module.__dict__[attr]
+        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+
+    module.__getattr__ = __getattr__
+    sys.modules[name] = module

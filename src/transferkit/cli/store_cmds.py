@@ -9,52 +9,6 @@ import typer
 from ._common import console, err_console, print_json, setup_logging
 from ._root import app
 
-#: LanceDB's REST-namespace client, whose ``__init__`` imports its nine API modules: 0.5 s of the
-#: 1.0 s ``transferkit search --id`` takes, for a client only a remote namespace uses.
-_DEFERRED_PACKAGE = "lance_namespace_urllib3_client"
-
-
-def defer_lancedb_rest_client() -> None:
-    """Register the REST client package without running its ``__init__`` until an attribute of it is read.
-
-    A ``sys.modules`` edit, so it lives here, where the CLI owns its process, not in the
-    library. Submodules LanceDB imports at start-up (``...client.models``) load as usual; the
-    first attribute read from the package itself (a remote namespace's ``ApiClient``) runs
-    ``__init__``. Where the package cannot be located that way, nothing changes.
-    """
-    import importlib.util
-    import sys
-    import threading
-
-    name = _DEFERRED_PACKAGE
-    if "lancedb" in sys.modules or name in sys.modules:
-        return
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-        return
-    module = importlib.util.module_from_spec(spec)
-    lock = threading.RLock()  # __init__ itself reads attributes of the package while it runs
-    state = {"ran": False}
-
-    def __getattr__(attr: str):
-        with lock:
-            if not state["ran"]:
-                state["ran"] = True
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    sys.modules.pop(name, None)  # the next import retries from scratch
-                    raise
-        if attr in module.__dict__:
-            return module.__dict__[attr]
-        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
-
-    module.__getattr__ = __getattr__
-    sys.modules[name] = module
-
 
 @app.command()
 def search(
@@ -71,7 +25,6 @@ def search(
     import transferkit as tk
 
     setup_logging(False)
-    defer_lancedb_rest_client()
     if (query is None) == (id is None):
         raise tk.ConfigError("Pass exactly one of QUERY (an image file) or --id ID (a stored embedding).")
     results = tk.search_store(store, id=id, image=query, top_k=top_k, label=label, split=split, exact=exact)
@@ -97,7 +50,6 @@ def index(
     import transferkit as tk
 
     setup_logging(False)
-    defer_lancedb_rest_client()
 
     def render(event) -> None:  # the result line on stdout (unless --json), warnings on stderr
         if event.kind == "warning":
@@ -121,7 +73,6 @@ def search_eval_cmd(
     import transferkit as tk
 
     setup_logging(False)
-    defer_lancedb_rest_client()
     try:
         ks = [int(x) for x in k.split(",") if x.strip()]
     except ValueError:
