@@ -149,6 +149,8 @@ class ConsoleRenderer:
         if event.kind in ("message", "warning"):
             text = event.message if event.kind == "message" else f"Warning: {event.message}"
             self.console.print(text, markup=False)
+        elif not self.console.is_terminal:  # a log file or a pipe gets the lines, not bars' leftovers
+            return
         elif event.kind == "start":
             prog = self._ensure_progress()
             self._tasks[event.task_id] = prog.add_task(event.description, total=event.total, unit=event.unit)
