@@ -52,16 +52,18 @@ def _server_context():
 
 
 def make_loader(images: ImageSet, transform, *, batch_size: int, device: torch.device, num_workers: int | None = None,
-                batch_sampler=None, draft_size: int | None = None, settings: Settings | None = None) -> DataLoader:
+                batch_sampler=None, draft_size: int | None = None, settings: Settings | None = None,
+                generator: torch.Generator | None = None) -> DataLoader:
     """A DataLoader of ``(x, labels, indices, bad)`` batches (see :func:`~transferkit.data.datasets.collate`).
 
     Images are decoded in ``num_workers`` worker processes (default :func:`default_num_workers`;
     0 decodes in the caller) started by :func:`worker_context`; unreadable images are listed
-    in ``bad`` as ``(index, reason)``.
+    in ``bad`` as ``(index, reason)``. ``generator`` seeds the workers (their augmentation)
+    instead of the global RNG.
     """
     workers = default_num_workers() if num_workers is None else int(num_workers)
     ds = ImageFiles.from_set(images, transform, draft_size=draft_size, max_pixels=resolve_settings(settings).max_pixels)
-    kwargs = dict(num_workers=workers, collate_fn=collate_tensors, pin_memory=device.type == "cuda")
+    kwargs = dict(num_workers=workers, collate_fn=collate_tensors, pin_memory=device.type == "cuda", generator=generator)
     if workers > 0:
         kwargs.update(persistent_workers=False, prefetch_factor=4, multiprocessing_context=worker_context())
     if batch_sampler is not None:

@@ -286,8 +286,7 @@ class _Trainer:
         transform = pre.train_transform() if cfg.augment else pre.eval_transform()
         loader = make_loader(self.splits.train, transform, batch_size=cfg.batch_size, device=device,
                              num_workers=cfg.num_workers, batch_sampler=self._epoch_batches(len(self.splits.train), epoch),
-                             settings=self.settings)
-        loader.generator = self.ctx.generator(epoch_seed(cfg.seed, epoch))  # worker seeds, not from the global RNG
+                             settings=self.settings, generator=self.ctx.generator(epoch_seed(cfg.seed, epoch)))
         self.strategy.set_train_mode(model)
         amp_dtype = training_autocast_dtype(device, cfg.precision, model)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
