@@ -178,3 +178,19 @@ def test_progress_is_reported_as_events_or_not_at_all(tmp_path, capsys):
     events.clear()
     embed_folder(_fp32(), data, tmp_path / "s", progress=events.append)
     assert events == []
+
+
+def test_an_fp32_store_takes_fp32_vectors_of_the_other_backend_but_not_bf16(tmp_path, monkeypatch):
+    from transferkit.embed.local import same_vectors
+
+    assert same_vectors({"backend": "torch", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"})
+    assert not same_vectors({"backend": "torch", "precision": "fp32"}, {"backend": "torch", "precision": "bf16"})
+    assert not same_vectors({"backend": "openvino", "precision": "bf16"}, {"backend": "torch", "precision": "bf16"})
+    # end to end: a store recorded as torch fp32 takes a later run that OpenVINO answers in fp32
+    data = _photos(tmp_path / "d")
+    embed_folder(_fp32(), data, tmp_path / "s", progress=False)
+    _photos(tmp_path / "d" / "more", n=2)
+    ov = Extractor.from_backbone("tiny_cnn", backend="openvino", precision="fp32")
+    rep = embed_folder(ov, data, tmp_path / "s", progress=False)
+    assert rep.added == 2 and rep.inference["backend"] == "openvino"
+    assert _meta(tmp_path / "s")["inference"] == {"backend": "torch", "precision": "fp32"}

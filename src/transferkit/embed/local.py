@@ -60,6 +60,14 @@ def _inference_record(info: dict[str, Any]) -> dict[str, Any]:
     return {"backend": info.get("backend"), "precision": info.get("precision")}
 
 
+def same_vectors(recorded: dict[str, Any], used: dict[str, Any]) -> bool:
+    """Whether vectors made as ``used`` may join a store recorded as ``recorded``: the same precision, and for a
+    reduced one the same backend (fp32 vectors of either backend agree within the conversion check)."""
+    if recorded.get("precision") != used.get("precision"):
+        return False
+    return used.get("precision") == "fp32" or recorded.get("backend") == used.get("backend")
+
+
 def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str | os.PathLike, *, batch_size: int = 64,
                  quiet: bool = False, progress: Callback | bool | None = None, num_workers: int | None = None,
                  chunk_size: int | None = None, settings: Settings | None = None) -> EmbedReport:
@@ -128,7 +136,7 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
         if rows and not recorded:  # the first vectors: record how they were made, or check it
             recorded = _inference_record(extractor.inference_info)
             store.update_meta(inference=recorded)
-        elif rows and _inference_record(extractor.inference_info) != _inference_record(recorded):
+        elif rows and not same_vectors(recorded, _inference_record(extractor.inference_info)):
             used = _inference_record(extractor.inference_info)
             raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} "
                                      f"{recorded['precision']}, but this run fell back to {used['backend']} "
