@@ -37,9 +37,10 @@ _EXPORTS = {
     "compare": "training.compare", "TransferModel": "training.model",
     # embeddings, store, search, visualisation, pipeline
     "FeatureExtractor": "embed.feature_extractor", "Extractor": "embed.extractor", "embed_folder": "embed.local",
-    "EmbeddingStore": "store.store",
+    "EmbeddingStore": "store.store", "describe_model": "store.store",
     "cosine_similarity": "store.search", "SemanticSearch": "store.search", "build_index": "store.index", "search_eval": "store.evaluate",
-    "search_store": "store.query",
+    "search_store": "store.query", "refresh_store": "store.latest", "predict_store": "training.store_predictions",
+    "project_store": "viz", "sample_stratified": "viz", "StoreMap": "viz",
     "project": "viz", "plot_png": "viz", "plot_html": "viz", "Projection": "viz", "check_projection_method": "viz",
     "pipeline": "workflow", "PipelineResult": "workflow",
     # diagnostics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -30,6 +31,7 @@ def _print_summary(result) -> None:
     for name, path in s["plots"].items():
         print(f"Plot:   {path}  ({name})")
     print(f"Report: {s['report']}")
+    print(f"Explore: transferkit serve {shlex.quote(s['store'])} --run {shlex.quote(s['run'])}")
 
 
 @app.command("pipeline")
