@@ -194,3 +194,14 @@ def test_an_fp32_store_takes_fp32_vectors_of_the_other_backend_but_not_bf16(tmp_
     rep = embed_folder(ov, data, tmp_path / "s", progress=False)
     assert rep.added == 2 and rep.inference["backend"] == "openvino"
     assert _meta(tmp_path / "s")["inference"] == {"backend": "torch", "precision": "fp32"}
+
+
+def test_a_store_of_random_weights_cannot_rebuild_its_model_for_a_query(tmp_path):
+    data = _photos(tmp_path / "d")
+    embed_folder(Extractor.from_backbone("tiny_cnn", weights="none", backend="torch", precision="fp32"), data,
+                 tmp_path / "s", progress=False)
+    from transferkit import EmbeddingStore
+
+    store = EmbeddingStore.open(tmp_path / "s")
+    with pytest.raises(StoreError, match=r"randomly initialised weights .*cannot embed a query image"):
+        Extractor.from_store(store)
