@@ -6,15 +6,21 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean web
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e .
 	touch $(STAMP)
 
+# The browser tests (tests/browser) drive the system Chromium: install it when missing and we are root;
+# without apt (or root) they skip, saying so, and the rest of the suite still runs.
 $(TEST_STAMP): $(STAMP)
 	$(PIP) install -q -c constraints.txt -e ".[test]"
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "no chromium (apt-get install chromium): the browser tests will skip"
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)
@@ -30,6 +36,10 @@ test: $(TEST_STAMP)
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# Rebuild the page's assets (src/transferkit/server/static/, committed) from web/; needs Node.js 20 and npm.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/run_all.py

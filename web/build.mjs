@@ -1,0 +1,18 @@
+// Build the page into the Python package: ../src/transferkit/server/static/{index.html, app.js, app.css}.
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { build } from 'esbuild';
+
+const out = new URL('../src/transferkit/server/static/', import.meta.url).pathname;
+mkdirSync(out, { recursive: true });
+await build({
+  entryPoints: ['src/main.js'],
+  bundle: true,
+  minify: true,
+  format: 'iife',
+  target: ['chrome100', 'firefox100', 'safari15'],
+  legalComments: 'eof',
+  outfile: `${out}app.js`,
+  logLevel: 'info',
+});
+copyFileSync('src/app.css', `${out}app.css`);
+copyFileSync('index.html', `${out}index.html`);
