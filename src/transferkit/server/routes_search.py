@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +38,9 @@ def search_by_id(store, item_id: str, *, k: int, label: str | None, exact: bool)
         return [_result(r) for r in tk.search_store(store, id=item_id, top_k=k, label=label, exact=exact)]
     first = {"rank": 1, "id": row["id"], "path": row["path"], "relpath": row["relpath"], "label": row["label"],
              "split": row["split"], "score": 1.0}
-    rest = tk.search_store(store, id=item_id, top_k=k - 1, label=label, exact=exact) if k > 1 else []
+    # the row is already read: search by its vector (search_store(id=) would read it again)
+    rest = store.search(np.asarray(row["vector"], dtype=np.float32), k - 1, label=label, exact=exact,
+                        exclude_ids=[item_id]) if k > 1 else []
     return [first] + [{**_result(r), "rank": r["rank"] + 1} for r in rest]
 
 

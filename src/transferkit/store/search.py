@@ -195,22 +195,28 @@ def search_vectors(store: Any, query, *, top_k: int = 5, label: str | None = Non
         pos, scores = ann.search(q[None, :], min(want, n))
         pos, scores = pos[0], scores[0]
         keep = pos >= 0
-        id_to_row = {i: r for r, i in enumerate(snap["id"].tolist())}
-        rows = [id_to_row.get(str(ann.ids[p])) for p in pos[keep]]
+        row_of = snap.get("row_of")
+        if row_of is None:  # a snapshot-like dict without the store's cached id -> row map
+            row_of = {i: r for r, i in enumerate(snap["id"].tolist())}
+        rows = [row_of.get(str(ann.ids[p])) for p in pos[keep]]
         pairs = [(r, s) for r, s in zip(rows, scores[keep]) if r is not None]
         positions = np.asarray([r for r, _ in pairs], dtype=np.int64)
         scores = np.asarray([s for _, s in pairs], dtype=np.float32)
     else:
-        mask = np.ones(n, dtype=bool)
-        if label is not None:
-            mask &= snap["label"] == label
-        if split is not None:
-            mask &= snap["split"] == split
-        cand = np.flatnonzero(mask)
-        if cand.size == 0:
-            return []
-        idx, sc = exact_topk(snap["vectors"][cand], q[None, :], want)
-        positions, scores = cand[idx[0]], sc[0]
+        if label is None and split is None:  # no filter: scan the matrix itself, not a copy of it
+            idx, sc = exact_topk(snap["vectors"], q[None, :], want)
+            positions, scores = idx[0], sc[0]
+        else:
+            mask = np.ones(n, dtype=bool)
+            if label is not None:
+                mask &= snap["label"] == label
+            if split is not None:
+                mask &= snap["split"] == split
+            cand = np.flatnonzero(mask)
+            if cand.size == 0:
+                return []
+            idx, sc = exact_topk(snap["vectors"][cand], q[None, :], want)
+            positions, scores = cand[idx[0]], sc[0]
     out: list[dict[str, Any]] = []
     for r, s in zip(positions.tolist(), scores.tolist()):
         rid = str(snap["id"][r])

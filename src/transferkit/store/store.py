@@ -290,7 +290,7 @@ class EmbeddingStore:
         return tbl.column("id").to_pylist(), _lance.matrix(tbl.column("vector"), self.dim)
 
     def snapshot(self) -> dict[str, Any]:
-        """All ids, labels, splits, paths and the vector matrix, cached until the next write."""
+        """All ids, labels, splits, paths, the vector matrix and ``row_of`` (id -> row), cached until the next write."""
         if self._cache is None or self._cache["version"] != self.version:
             tbl = self._scan(columns=["id", "path", "relpath", "label", "split", "vector"])
             self._cache = {
@@ -302,6 +302,7 @@ class EmbeddingStore:
                 "split": np.asarray(tbl.column("split").to_pylist(), dtype=object),
                 "vectors": _lance.matrix(tbl.column("vector"), self.dim),
             }
+            self._cache["row_of"] = {i: r for r, i in enumerate(self._cache["id"].tolist())}  # id -> row, once per version
         return self._cache
 
     # ------------------------------------------------------------------ search
