@@ -309,6 +309,23 @@ DRAWN_JS = """() => {
 }"""
 
 
+# Frames the scatter plot draws while its camera zooms in and back out (two 2 s transitions): the
+# frame rate a user sees while zooming. regl-scatterplot publishes `draw` once per rendered frame.
+FPS_JS = """async (ms) => {
+  const plot = window.transferkit.scatterplot;
+  let frames = 0;
+  const count = () => { frames++; };
+  plot.subscribe('draw', count);
+  const wait = (t) => new Promise((r) => setTimeout(r, t));
+  const t0 = performance.now();
+  await Promise.race([plot.zoomToLocation([0.3, 0.2], 0.35, {transition: true, transitionDuration: ms}), wait(ms * 5)]);
+  await Promise.race([plot.zoomToLocation([0, 0], 1.0, {transition: true, transitionDuration: ms}), wait(ms * 5)]);
+  const t1 = performance.now();
+  plot.unsubscribe('draw', count);
+  return {frames, ms: t1 - t0, fps: frames * 1000 / (t1 - t0)};
+}"""
+
+
 def map_paint(port: int, expected: int, timeout_s: float = 120) -> dict:
     """Time to first paint of the page's map (when it says so) and in-page fetch + decode of the f32 points."""
     from playwright.sync_api import sync_playwright
@@ -339,6 +356,9 @@ def map_paint(port: int, expected: int, timeout_s: float = 120) -> dict:
                 time.sleep(0.02)
             if "first paint ms" not in out:
                 out["first paint ms"] = "no window.transferkit.drawn" if drawn is None else f"not reached ({drawn}/{expected})"
+            if isinstance(out.get("first paint ms"), float):
+                zoom = page.evaluate(FPS_JS, 2000)
+                out.update({"zoom frames": zoom["frames"], "zoom fps": zoom["fps"]})
             runs = [page.evaluate(FETCH_JS, base + "/api/points?method=pca&format=f32") for _ in range(3)]
             best = min(runs, key=lambda r: r["total_ms"])
             out.update({"points": best["count"], "MB": best["bytes"] / 1e6, "fetch ms": best["fetch_ms"],
@@ -464,6 +484,18 @@ def searches(tk, args, work: Path, store_path: Path, n: int, seconds: float, upl
         up1 = load(srv.port, lambda rng: ("POST", "/api/search", body, headers), 1, seconds)
         upc = load(srv.port, lambda rng: ("POST", "/api/search", body, headers), args.clients, seconds)
         rss["upload store"] = srv.rss()
+        # The ratio the goal names, from pairs taken back to back (embed here, then one upload search),
+        # so that a change in background load moves both sides alike.
+        pair_embed, pair_upload = [], []
+        conn = http.client.HTTPConnection(HOST, srv.port, timeout=60)
+        for _ in range(40):
+            t0 = time.perf_counter()
+            extractor.embed_files([photo])
+            pair_embed.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            request(srv.port, "POST", "/api/search", body, headers, conn=conn)
+            pair_upload.append(time.perf_counter() - t0)
+        conn.close()
     count = len(real)
     rows.append({"search": "by upload", "N": count, "clients": 1, **up1})
     rows.append({"search": "by upload", "N": count, "clients": args.clients, **upc})
@@ -474,15 +506,18 @@ def searches(tk, args, work: Path, store_path: Path, n: int, seconds: float, upl
     for r in rows:
         if "first error" in r:
             print(f"  {r['search']} ({r['clients']} clients): first error {r['first error']}")
-    ratio = up1.get("p50 ms", float("nan")) / embed_ms
+    pe, pu = statistics.median(pair_embed) * 1000, statistics.median(pair_upload) * 1000
+    ratio = pu / pe
     print(f"\nembedding the same photo in-process ({photo.name}, efficientnet_lite0, backend {extractor.inference_info.get('backend', '?')}"
           f", warm, median of 20): embed_files {embed_ms:.1f} ms, embed_images (decoded PIL) {embed_images_ms:.1f} ms")
     by_id = rows[0].get("p99 ms", float("inf")), rows[2].get("p99 ms", float("inf"))
     print(f"goal: by-id p99 < 50 ms at {n} with {args.clients} clients: exact {by_id[0]:.1f} ms, ANN {by_id[1]:.1f} ms -> "
           f"{'MET' if max(by_id) < 50 else 'NOT MET' if min(by_id) >= 50 else 'MET with ANN only' if by_id[1] < 50 else 'MET exact only'}"
           f"{'' if n >= 100_000 else f' (measured at {n}, not 100k)'}")
-    print(f"goal: upload search p50 (1 client) {up1.get('p50 ms', float('nan')):.1f} ms = {ratio:.2f}x embedding one image "
-          f"({embed_ms:.1f} ms) (goal <= 1.5x) -> {'MET' if ratio <= 1.5 else 'NOT MET'}")
+    print(f"upload search p50 (1 client run) {up1.get('p50 ms', float('nan')):.1f} ms = "
+          f"{up1.get('p50 ms', float('nan')) / embed_ms:.2f}x the embed_files median above (taken at another moment)")
+    print(f"goal: 40 back-to-back pairs, median upload search {pu:.1f} ms vs median embed_files {pe:.1f} ms = {ratio:.2f}x "
+          f"(goal <= 1.5x) -> {'MET' if ratio <= 1.5 else 'NOT MET'}")
     print("\nserver RSS (MiB; VmHWM = peak)")
     print(table([{"server": k, "VmRSS": v.get("VmRSS"), "VmHWM": v.get("VmHWM")} for k, v in rss.items()],
                 ["server", "VmRSS", "VmHWM"]))
@@ -502,7 +537,7 @@ def maps(args, work: Path, store_path: Path, n: int, map_n: int) -> None:
     maps = [map_rows(store_path, n, args.dim, not missing), map_rows(big_path, map_n, args.map_dim, not missing)]
     cols = ["points", "dim", "projection (1st call) s", "f32 cached (python) ms", "sent"]
     if not missing:
-        cols += ["page load ms", "first paint ms", "MB", "fetch ms", "decode ms", "fetch+decode ms"]
+        cols += ["page load ms", "first paint ms", "zoom fps", "MB", "fetch ms", "decode ms", "fetch+decode ms"]
     cols += ["server RSS MiB"]
     print(f"\nmap: /api/points?method=pca&format=f32{'' if missing else ' and the page in headless Chromium (software WebGL)'}")
     print(table(maps, cols))

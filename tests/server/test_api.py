@@ -153,6 +153,30 @@ def test_item_details_and_neighbours(client, all_ids):
     assert len(body["neighbours"]) == 8 and body["neighbours"][0]["id"] == all_ids[0]
 
 
+def test_items_batch_gives_paths_and_labels_in_order(client, all_ids):
+    ids = list(reversed(all_ids))
+    body = client.post("/api/items", json={"ids": ids}).json()
+    by_id = {r["id"]: r for r in tk.EmbeddingStore.open(client.app.state.tk.path).rows()}
+    assert [r["id"] for r in body] == ids
+    for r in body:
+        row = by_id[r["id"]]
+        assert (r["path"], r["relpath"], r["label"], r["split"]) == (row["path"], row["relpath"], row["label"], row["split"])
+    assert client.post("/api/items", json={"ids": []}).json() == []
+
+
+@pytest.mark.parametrize("payload,status,words", [
+    ({"ids": ["nope", "x"]}, 404, "2 of the 2 ids are not in the store (first: 'nope')"),
+    ({"ids": "abc"}, 422, "`ids`"),
+    ({}, 422, "`ids`"),
+])
+def test_items_batch_errors(client, all_ids, payload, status, words):
+    if "ids" in payload and isinstance(payload["ids"], list):
+        payload = {"ids": [*payload["ids"], all_ids[0]]}
+        words = words.replace("of the 2", "of the 3")
+    r = client.post("/api/items", json=payload)
+    assert r.status_code == status and words in r.json()["error"], r.json()
+
+
 def test_thumbnail_is_a_small_jpeg_cached(client, all_ids, tiny_store):
     r = client.get(f"/api/items/{all_ids[0]}/thumbnail")
     assert r.headers["content-type"] == "image/jpeg" and "max-age" in r.headers["cache-control"]

@@ -26,6 +26,11 @@ export async function getJson(path) {
   return (await call(path)).json();
 }
 
+export async function postJson(path, body) {
+  const init = { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } };
+  return (await call(path, init)).json();
+}
+
 /** The f32 map: Float32Array of x, y, label triples, and the metadata the headers carry. */
 export async function getPointsF32(method, limit) {
   const response = await call(`/api/points?method=${method}&limit=${limit}&format=f32`);

@@ -14,6 +14,7 @@ const state = {
   colourBy: 'label',
   total: 0,
   pointsDrawn: 0,
+  idsLoaded: false,
   sampled: false,
   hovered: null,
   query: null,
@@ -42,10 +43,10 @@ async function loadMap() {
   const method = $('#method').value;
   status('#map-status', `Loading the ${method.toUpperCase()} map...`);
   const limit = state.info.max_points;
-  const [f32, meta] = await Promise.all([
-    getPointsF32(method, limit),
-    getJson(`/api/points?method=${method}&limit=${limit}&format=json&fields=${state.info.run ? 'all' : 'ids'}`),
-  ]);
+  // Draw as soon as the coordinates arrive; the ids (14 MB of JSON at 1M points) follow and make
+  // the points hoverable and clickable: at 1M they took longer than the coordinates and the draw.
+  const metaPromise = getJson(`/api/points?method=${method}&limit=${limit}&format=json&fields=${state.info.run ? 'all' : 'ids'}`);
+  const f32 = await getPointsF32(method, limit);
   const n = f32.count;
   const category = new Float32Array(n);
   const xy = new Float32Array(2 * n);
@@ -54,9 +55,17 @@ async function loadMap() {
     xy[2 * i + 1] = f32.data[3 * i + 1];
     category[i] = f32.data[3 * i + 2];
   }
-  points = { ids: meta.ids, labels: f32.labels, category, xy, predicted: meta.predicted, correct: meta.correct };
+  points = { ids: [], labels: f32.labels, category, xy, predicted: null, correct: null };
+  indexOf = new Map();
+  Object.assign(state, { method, total: f32.total, sampled: f32.sampled, idsLoaded: false });
+  showNotices(state.info.notices);
+  await recolour();
+  const meta = await metaPromise;
+  if (meta.ids.length !== n) throw new Error('The store changed while the map loaded; reload the page.');
+  Object.assign(points, { ids: meta.ids, predicted: meta.predicted, correct: meta.correct });
   indexOf = new Map(meta.ids.map((id, i) => [id, i]));
-  Object.assign(state, { method, total: f32.total, sampled: f32.sampled });
+  map.setIds(meta.ids);
+  state.idsLoaded = true;
   showNotices([...state.info.notices, ...(meta.notices || [])]);
   await recolour();
   const shown = f32.sampled ? `${n.toLocaleString()} of ${f32.total.toLocaleString()} images (a sample)` : `${n.toLocaleString()} images`;
@@ -180,7 +189,7 @@ async function main() {
   map = createMap({
     canvas: $('#map'),
     tooltip: $('#tooltip'),
-    onPick: (index) => pick(points.ids[index]),
+    onPick: (index) => points.ids[index] !== undefined && pick(points.ids[index]),
     onSelect: showSelection,
     onHover: (hovered) => {
       state.hovered = hovered;

@@ -42,10 +42,14 @@ export function createMap({ canvas, tooltip, onPick, onSelect, onHover }) {
 
   function showTooltip(index) {
     const [x, y] = plot.getScreenPosition(index);
-    const img = el('img', { src: thumbnailUrl(ids[index]), alt: ids[index] });
     const label = el('div.tooltip-label', {}, labelName(names[index]));
-    img.addEventListener('load', () => onHover({ index, id: ids[index], label: names[index], loaded: true }));
-    tooltip.replaceChildren(img, label);
+    if (ids[index] === undefined) {
+      tooltip.replaceChildren(label); // the ids are still loading: the label only
+    } else {
+      const img = el('img', { src: thumbnailUrl(ids[index]), alt: ids[index] });
+      img.addEventListener('load', () => onHover({ index, id: ids[index], label: names[index], loaded: true }));
+      tooltip.replaceChildren(img, label);
+    }
     const { width } = canvas.getBoundingClientRect();
     tooltip.style.left = `${x + 180 > width ? x - 172 : x + 12}px`;
     tooltip.style.top = `${Math.max(0, y - 60)}px`;
@@ -70,6 +74,10 @@ export function createMap({ canvas, tooltip, onPick, onSelect, onHover }) {
       plot.clear();
       if (n) await plot.draw({ x, y, valueA: category }, { zDataType: 'categorical' });
       return n;
+    },
+    /** The store ids of the drawn points, once they arrive. */
+    setIds(pointIds) {
+      ids = pointIds;
     },
     highlight(indices) {
       plot.select(indices, { preventEvent: true });

@@ -1,21 +1,16 @@
 // The lasso selection: a list of the selected images, exported with their paths as CSV or JSON.
-import { getJson } from './api.js';
+import { postJson } from './api.js';
 import { download } from './dom.js';
 
 const SHOWN = 120; // thumbnails listed; the export has every selected image
+const CHUNK = 50000; // ids per POST /api/items (about 1 MB of JSON)
 
-/** [{id, path, relpath, label}] for the ids, a few requests at a time. */
-export async function describe(ids, concurrency = 8) {
-  const out = new Array(ids.length);
-  let next = 0;
-  async function worker() {
-    while (next < ids.length) {
-      const i = next++;
-      const item = await getJson(`/api/items/${encodeURIComponent(ids[i])}`);
-      out[i] = { id: item.id, path: item.path, relpath: item.relpath, label: item.label };
-    }
+/** [{id, path, relpath, label, split}] for the ids, from POST /api/items in chunks. */
+export async function describe(ids) {
+  const out = [];
+  for (let start = 0; start < ids.length; start += CHUNK) {
+    out.push(...(await postJson('/api/items', { ids: ids.slice(start, start + CHUNK) })));
   }
-  await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, worker));
   return out;
 }
 
@@ -25,7 +20,7 @@ function csvField(value) {
 }
 
 export function toCsv(rows) {
-  const head = ['id', 'path', 'relpath', 'label'];
+  const head = ['id', 'path', 'relpath', 'label', 'split'];
   return [head.join(','), ...rows.map((r) => head.map((key) => csvField(r[key])).join(','))].join('\n') + '\n';
 }
 

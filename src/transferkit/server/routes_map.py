@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 import transferkit as tk
 from transferkit.errors import close_matches
@@ -79,9 +79,36 @@ def points(request: Request, method: str = Query("pca", description="pca | tsne 
         return [str(x) for x in snap["label"][rows].tolist()] if len(rows) else []
 
     true = state.cached(f"map-labels-{smap.method}", store, map_labels)
+    if fields == "ids" and format == "json":
+        # serialised once per store version and limit: FastAPI's encoder took seconds over 1M ids
+        def make() -> bytes:
+            _, ids, _, _, meta = _sample(smap, snap, names, true, limit)
+            return json.dumps({**meta, "ids": ids}, separators=(",", ":")).encode()
+        return Response(content=state.cached(f"map-ids-{smap.method}-{limit}", store, make), media_type="application/json")
+    if format == "f32":
+        def make_f32() -> tuple[bytes, dict[str, str]]:
+            _, ids, coords, label, meta = _sample(smap, snap, names, true, limit)
+            data = np.column_stack([coords.astype(np.float32), np.asarray(label, dtype=np.float32)]).astype("<f4").tobytes()
+            return data, {"X-Method": smap.method, "X-Total": str(meta["total"]), "X-Count": str(len(ids)),
+                          "X-Sampled": "1" if meta["sampled"] else "0", "X-Labels": quote(json.dumps(names))}
+        data, headers = state.cached(f"map-f32-{smap.method}-{limit}", store, make_f32)
+        return Response(content=data, media_type="application/octet-stream", headers=headers)
+    keep, ids, coords, label, meta = _sample(smap, snap, names, true, limit)
+    predicted = correct = None
+    preds = state.predictions(store)
+    if preds is not None:
+        got = [preds.get(i) for i in ids]
+        predicted = [index_of[p["label"]] if p is not None and p["label"] in index_of else -1 for p in got]
+        correct = [p is not None and p["label"] == names[t] for p, t in zip(got, label)]
+    return JSONResponse({**meta, "ids": ids, "x": coords[:, 0].tolist(), "y": coords[:, 1].tolist(), "label": label,
+                         "predicted": predicted, "correct": correct})
+
+
+def _sample(smap, snap, names: list[str], true: list[str], limit: int):
+    """``(rows kept, their ids, coords, label indices, metadata)`` of the map, sampled stratified above ``limit``."""
+    index_of = {name: i for i, name in enumerate(names)}
     keep = tk.sample_stratified(true, limit)
     ids = [str(smap.ids[i]) for i in keep.tolist()]
-    coords = smap.coords[keep]
     label = [index_of[true[i]] for i in keep.tolist()]
     total = len(snap["id"])
     notices = list(smap.notices)
@@ -89,21 +116,7 @@ def points(request: Request, method: str = Query("pca", description="pca | tsne 
         notices.append(f"Showing a sample of {len(keep):,} of {total:,} images, stratified by label (limit {limit:,}).")
     meta = {"method": smap.method, "total": total, "count": len(ids), "sampled": len(ids) < total, "labels": names,
             "notices": notices}
-    if format == "f32":
-        data = np.column_stack([coords.astype(np.float32), np.asarray(label, dtype=np.float32)]).astype("<f4").tobytes()
-        headers = {"X-Method": smap.method, "X-Total": str(total), "X-Count": str(len(ids)),
-                   "X-Sampled": "1" if meta["sampled"] else "0", "X-Labels": quote(json.dumps(names))}
-        return Response(content=data, media_type="application/octet-stream", headers=headers)
-    if fields == "ids":
-        return {**meta, "ids": ids}
-    predicted = correct = None
-    preds = state.predictions(store)
-    if preds is not None:
-        got = [preds.get(i) for i in ids]
-        predicted = [index_of[p["label"]] if p is not None and p["label"] in index_of else -1 for p in got]
-        correct = [p is not None and p["label"] == names[t] for p, t in zip(got, label)]
-    return {**meta, "ids": ids, "x": coords[:, 0].tolist(), "y": coords[:, 1].tolist(), "label": label,
-            "predicted": predicted, "correct": correct}
+    return keep, ids, smap.coords[keep], label, meta
 
 
 def check_label(state, store, label: str | None) -> str | None:

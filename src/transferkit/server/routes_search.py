@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 import transferkit as tk
 
-from .limits import ITEM_NEIGHBOURS, MAX_K
+from .limits import ITEM_NEIGHBOURS, MAX_K, MAX_POINTS
 from .routes_map import check_label
 from .security import resolve_row_file
 from .thumbnails import ThumbnailCache
@@ -23,25 +23,34 @@ def _result(r: dict) -> dict:
     return {k: r[k] for k in RESULT_KEYS}
 
 
+def _missing(item_id: str) -> HTTPException:
+    return HTTPException(404, f"No image with id {item_id!r} in the store. Ids are the `ids` of /api/points and the "
+                              f"`id` of search results.")
+
+
 def _row(store, item_id: str) -> dict:
+    """The whole stored row (size, fingerprint): one Lance scan, ~10 ms at 100k rows."""
     row = store.get(item_id)
     if row is None:
-        raise HTTPException(404, f"No image with id {item_id!r} in the store. Ids are the `ids` of /api/points and the "
-                                 f"`id` of search results.")
+        raise _missing(item_id)
     return row
 
 
 def search_by_id(store, item_id: str, *, k: int, label: str | None, exact: bool) -> list[dict]:
-    """The query item first (score 1.0, when it passes the label filter), then its ``k - 1`` nearest neighbours."""
-    row = _row(store, item_id)
-    if label is not None and row["label"] != label:
-        return [_result(r) for r in tk.search_store(store, id=item_id, top_k=k, label=label, exact=exact)]
-    first = {"rank": 1, "id": row["id"], "path": row["path"], "relpath": row["relpath"], "label": row["label"],
-             "split": row["split"], "score": 1.0}
-    # the row is already read: search by its vector (search_store(id=) would read it again)
-    rest = store.search(np.asarray(row["vector"], dtype=np.float32), k - 1, label=label, exact=exact,
-                        exclude_ids=[item_id]) if k > 1 else []
-    return [first] + [{**_result(r), "rank": r["rank"] + 1} for r in rest]
+    """The query item first (score 1.0, when it passes the label filter), then its ``k - 1`` nearest neighbours.
+
+    The query's vector comes from the store's cached snapshot (a dict lookup), not a table scan:
+    the scan was most of a by-id search at 100k rows."""
+    snap = store.snapshot()
+    r = snap["row_of"].get(item_id)
+    if r is None:
+        raise _missing(item_id)
+    if label is not None and snap["label"][r] != label:
+        return [_result(x) for x in tk.search_store(store, id=item_id, top_k=k, label=label, exact=exact)]
+    first = {"rank": 1, "id": item_id, "path": snap["path"][r], "relpath": snap["relpath"][r], "label": str(snap["label"][r]),
+             "split": str(snap["split"][r]), "score": 1.0}
+    rest = store.search(snap["vectors"][r], k - 1, label=label, exact=exact, exclude_ids=[item_id]) if k > 1 else []
+    return [first] + [{**_result(x), "rank": x["rank"] + 1} for x in rest]
 
 
 @router.get("/search", summary="Neighbours of a stored image")
@@ -107,6 +116,26 @@ async def search_upload(request: Request) -> JSONResponse:
 
     results = await run_in_threadpool(run)
     return JSONResponse(results, headers={"X-Search": state.search_mode(store, exact=exact, label=label)})
+
+
+class ItemsQuery(BaseModel):
+    ids: list[str] = Field(..., max_length=MAX_POINTS, description="Stored ids (at most max_points)")
+
+
+@router.post("/items", summary="Paths and labels of many stored images")
+def items(request: Request, body: ItemsQuery) -> list[dict]:
+    """``[{"id", "path", "relpath", "label", "split"}]`` in the order of ``ids`` (a lasso selection's export):
+    one lookup in the store's snapshot per id, not one request each."""
+    state = request.app.state.tk
+    snap = state.store().snapshot()
+    row_of = snap["row_of"]
+    missing = [i for i in body.ids if i not in row_of]
+    if missing:
+        raise HTTPException(404, f"{len(missing)} of the {len(body.ids)} ids are not in the store (first: {missing[0]!r}). "
+                                 f"Ids are the `ids` of /api/points; reload the map if the store changed.")
+    rows = [row_of[i] for i in body.ids]
+    return [{"id": i, "path": snap["path"][r], "relpath": snap["relpath"][r], "label": str(snap["label"][r]),
+             "split": str(snap["split"][r])} for i, r in zip(body.ids, rows)]
 
 
 @router.get("/items/{item_id}", summary="One stored image")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
 import transferkit as tk
+
+#: Values :meth:`ServerState.cached` keeps (least recently used dropped first).
+MAX_CACHED = 24
 
 
 class ServerState:
@@ -36,7 +39,7 @@ class ServerState:
         self._extractor = None
         self._extractor_lock = threading.Lock()
         self.embed_lock = threading.Lock()  # one query image through the model at a time
-        self._per_version: dict[str, tuple[int, Any]] = {}
+        self._per_version: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
     @property
     def path(self) -> Path:
@@ -66,6 +69,9 @@ class ServerState:
         if hit is None or hit[0] != version:
             hit = (version, make())
             self._per_version[name] = hit
+            while len(self._per_version) > MAX_CACHED:  # each map limit asked for is an entry (12 MB at 1M points)
+                self._per_version.popitem(last=False)
+        self._per_version.move_to_end(name)
         return hit[1]
 
     def label_counts(self, store: tk.EmbeddingStore) -> dict[str, int]:

@@ -204,8 +204,12 @@ def search_vectors(store: Any, query, *, top_k: int = 5, label: str | None = Non
         scores = np.asarray([s for _, s in pairs], dtype=np.float32)
     else:
         if label is None and split is None:  # no filter: scan the matrix itself, not a copy of it
-            idx, sc = exact_topk(snap["vectors"], q[None, :], want)
-            positions, scores = idx[0], sc[0]
+            batcher = snap.get("batcher")  # the store's: concurrent queries share one scan
+            if batcher is not None:
+                positions, scores = batcher.topk(q, want)
+            else:
+                idx, sc = exact_topk(snap["vectors"], q[None, :], want)
+                positions, scores = idx[0], sc[0]
         else:
             mask = np.ones(n, dtype=bool)
             if label is not None:

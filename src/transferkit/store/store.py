@@ -26,6 +26,7 @@ from .._io import read_json_object, write_json_atomic
 from ..errors import CorruptStoreError, ModelMismatchError, StoreError
 from . import _lance
 from ._lance import COLUMNS, TABLE_NAME, table_errors
+from .batching import QueryBatcher
 from .index import AnnIndex, load_index
 from .search import normalize, search_vectors
 
@@ -290,7 +291,7 @@ class EmbeddingStore:
         return tbl.column("id").to_pylist(), _lance.matrix(tbl.column("vector"), self.dim)
 
     def snapshot(self) -> dict[str, Any]:
-        """All ids, labels, splits, paths, the vector matrix and ``row_of`` (id -> row), cached until the next write."""
+        """All ids, labels, splits, paths, the vector matrix, ``row_of`` (id -> row) and its ``batcher``, cached until the next write."""
         if self._cache is None or self._cache["version"] != self.version:
             tbl = self._scan(columns=["id", "path", "relpath", "label", "split", "vector"])
             self._cache = {
@@ -303,6 +304,7 @@ class EmbeddingStore:
                 "vectors": _lance.matrix(tbl.column("vector"), self.dim),
             }
             self._cache["row_of"] = {i: r for r, i in enumerate(self._cache["id"].tolist())}  # id -> row, once per version
+            self._cache["batcher"] = QueryBatcher(self._cache["vectors"])
         return self._cache
 
     # ------------------------------------------------------------------ search
