@@ -1,4 +1,5 @@
-// Build the page into the Python package: ../src/transferkit/server/static/{index.html, app.js, app.css}.
+// Build the page into the Python package: ../src/transferkit/server/static/{index.html, app.js, app.css},
+// and Swagger UI's files for /docs under static/docs/ (FastAPI's default /docs loads them from a CDN).
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { build } from 'esbuild';
 
@@ -16,3 +17,9 @@ await build({
 });
 copyFileSync('src/app.css', `${out}app.css`);
 copyFileSync('index.html', `${out}index.html`);
+
+mkdirSync(`${out}docs`, { recursive: true });
+const swagger = new URL('node_modules/swagger-ui-dist/', import.meta.url).pathname;
+for (const name of ['swagger-ui-bundle.js', 'swagger-ui.css', 'favicon-32x32.png', 'LICENSE']) {
+  copyFileSync(`${swagger}${name}`, `${out}docs/${name}`);
+}

@@ -258,3 +258,27 @@ def test_run_colours_by_prediction(open_page, sample_store, tmp_path):
         item = state(page)["item"]
         assert item["predicted"] is not None and item["predicted"]["label"] in ("ants", "bees")
         assert f"{100 * item['predicted']['confidence']:.1f}%" in page.locator("#item").inner_text()
+
+
+def test_api_docs_render_offline(browser, base_url):
+    """/docs draws the API with no request leaving this machine (every other host is refused)."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        outside = []
+
+        def only_local(route):
+            if route.request.url.startswith(base_url):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_local)
+        page.goto(base_url + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
+        paths = page.locator(".swagger-ui .opblock-summary-path").all_inner_texts()
+        assert {"/api/info", "/api/points", "/api/search"} <= {p.replace("\u200b", "") for p in paths}
+        assert outside == []
+    finally:
+        context.close()

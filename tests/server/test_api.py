@@ -301,3 +301,13 @@ def test_openapi_documents_the_api(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/info", "/api/points", "/api/search", "/api/items/{item_id}", "/api/items/{item_id}/thumbnail"} <= set(paths)
     assert "multipart/form-data" in paths["/api/search"]["post"]["requestBody"]["content"]
+
+
+def test_docs_page_loads_nothing_from_elsewhere(client):
+    html = client.get("/docs").text
+    assert "SwaggerUIBundle" in html and "/openapi.json" in html
+    assert "http://" not in html and "https://" not in html.replace("https://swagger.io", "")  # no CDN, no remote favicon
+    for asset, min_bytes in (("/static/docs/swagger-ui-bundle.js", 1_000_000), ("/static/docs/swagger-ui.css", 100_000)):
+        assert asset in html
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.content) > min_bytes

@@ -36,7 +36,8 @@ def create_app(store: Any, *, run: str | os.PathLike | None = None, token: str |
         StoreError: ``store`` is not a store. RunError: ``run`` is not a run.
     """
     state = ServerState(store, run=run, settings=settings, refresh_interval=refresh_interval)
-    app = FastAPI(title="transferkit", version=tk.__version__, summary=f"Explore and search the embedding store {state.path}")
+    app = FastAPI(title="transferkit", version=tk.__version__, summary=f"Explore and search the embedding store {state.path}",
+                  docs_url=None, redoc_url=None)  # /docs is served from the package's own files (static_files)
     app.state.tk = state
     app.state.thumbnails = ThumbnailCache(state.path)
     app.middleware("http")(make_guard(token, host))

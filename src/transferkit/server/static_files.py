@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html",
@@ -42,6 +42,18 @@ def make_router(folder: Path = STATIC_DIR) -> APIRouter:
             raise HTTPException(404, "The web page is not built into this installation (server/static/index.html is "
                                      "missing). Build it with `make web`, or use the API under /api (see /docs).")
         return send("index.html")
+
+    @router.get("/docs")
+    def docs() -> HTMLResponse:
+        # FastAPI's own /docs loads Swagger UI from a CDN; these copies ship in static/docs/ so it works offline
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        if "docs/swagger-ui-bundle.js" not in files:
+            raise HTTPException(404, "The API docs page is not built into this installation; /openapi.json has the API.")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="transferkit API",
+                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/docs/swagger-ui.css",
+                                   swagger_favicon_url="/static/docs/favicon-32x32.png")
 
     @router.get("/static/{name:path}")
     def static(name: str) -> FileResponse:
