@@ -11,6 +11,7 @@ from ..errors import ConfigError, close_matches, unknown_name
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "none")
+HEAD_INITS = ("fit", "random")
 
 
 def _opt(default: Any, doc: str) -> Any:
@@ -26,10 +27,15 @@ class TrainConfig:
                          "`val_fraction` and `seed`).")
     model: str = _opt("resnet18", "A registered backbone name, or timm/<name> for any timm model.")
     strategy: str = _opt("auto", "auto, or a registered strategy: feature-extraction, partial, full.")
-    epochs: int = _opt(5, "Maximum epochs; the best epoch by validation accuracy is kept.")
+    epochs: int = _opt(5, "Maximum epochs of fine-tuning; the best epoch by validation accuracy is kept.")
     batch_size: int = _opt(32, "Images per step.")
     seed: int = _opt(0, "Seed of the split, head initialisation, shuffling and augmentation.")
     weights: str = _opt("default", "default (pretrained), none (random init), or a state_dict file (.safetensors/.pth).")
+    head_init: str = _opt("fit", "fit: the head is first fitted to convergence on the frozen features (logistic regression, "
+                                 "L-BFGS); feature extraction ends there and fine-tuning starts from it. random: a random "
+                                 "head trained by the optimizer for `epochs`.")
+    head_l2: str = _opt("auto", "L2 strength of the fitted head (on standardised features), or auto: chosen by "
+                                "3-fold log loss on the training split.")
     head_lr: float = _opt(1e-3, "Learning rate of the new head.")
     backbone_lr: float = _opt(1e-4, "Learning rate of the trainable backbone layers.")
     optimizer: str = _opt("adamw", "adamw, or sgd (momentum 0.9).")
@@ -77,6 +83,9 @@ class TrainConfig:
         for name, kind in (("epochs", int), ("batch_size", int), ("head_lr", float), ("backbone_lr", float)):
             _positive(name, getattr(self, name), kind)
         _positive("unfreeze_stages", self.unfreeze_stages, int)
+        if self.head_init not in HEAD_INITS:
+            raise unknown_name("head_init", self.head_init, HEAD_INITS)
+        head_l2_value(self.head_l2)
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.scheduler not in SCHEDULERS:
@@ -108,6 +117,23 @@ def _positive(name: str, value, kind: type) -> None:
     ok = _is_int(value) if kind is int else isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or value <= 0:
         raise ConfigError(f"`{name}` must be a positive {kind.__name__}; got {value!r}.")
+
+
+def head_l2_value(value) -> float | str:
+    """``"auto"``, or the number ``value`` names (a float, or its text from the command line).
+
+    Raises:
+        ConfigError: anything else, or a negative number.
+    """
+    if value == "auto":
+        return "auto"
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not number >= 0:
+        raise ConfigError(f"`head_l2` must be a non-negative number or 'auto'; got {value!r}.")
+    return number
 
 
 def option_docs() -> dict[str, str]:

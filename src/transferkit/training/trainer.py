@@ -25,10 +25,11 @@ from ..events import Callback, Reporter, make_reporter
 from ..inference.policy import training_autocast_dtype
 from ..strategies import Strategy, get_strategy
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import TrainConfig, head_l2_value
 from .context import RunContext, epoch_seed
 from .evaluate import classification_metrics, loss_and_accuracy, predict_logits
 from .features import CachedFeatures, FrozenFeatures, resumed_inference
+from .linear_head import fit_linear_head
 from .model import TransferModel, save_model
 from .run import Run
 
@@ -206,8 +207,13 @@ class _Trainer:
         if self.is_cached:
             self.cached = self.features.cache(self._note_skipped)
             p.inference = {k: v for k, v in self.features.info.items() if k in ("backend", "precision")}
+        # Feature extraction on cached features is done once the head is fitted (its one "epoch"): epochs of SGD
+        # would only move it away from the optimum of the same loss. Fine-tuning starts from the fitted head.
+        fitted_only = self.cached is not None and cfg.head_init == "fit"
+        if p.epoch == 0 and cfg.head_init == "fit":
+            self._fit_head(self.cached or self.features.cache(self._note_skipped), epoch=int(fitted_only))
         stopped_early = False
-        for epoch in range(p.epoch + 1, cfg.epochs + 1):
+        for epoch in range(p.epoch + 1, (p.epoch if fitted_only else cfg.epochs) + 1):
             if self.strategy.on_epoch_start(self.model, epoch, self.optimizer):
                 self.optimizer, self.scheduler = self._make_optimizer(epoch, previous=self.optimizer)
                 self.param_summary = self._describe_params()
@@ -233,6 +239,34 @@ class _Trainer:
                 stopped_early = True
                 break
         return self._finish(elapsed_before + time.perf_counter() - t0, stopped_early)
+
+    def _fit_head(self, feats: CachedFeatures, *, epoch: int) -> None:
+        """Fit the head to convergence on the frozen features (``head_init="fit"``), as the run's ``epoch`` (0: the model
+        fine-tuning starts from; 1: feature extraction's only one)."""
+        p, head, t0 = self.progress, self.model.head, time.perf_counter()
+        fit = fit_linear_head(feats.train, feats.train_labels, self.model.num_classes, l2=head_l2_value(self.cfg.head_l2),
+                              seed=self.cfg.seed)
+        with torch.no_grad():
+            head.weight.copy_(fit.weight)
+            head.bias.copy_(fit.bias)
+            train = loss_and_accuracy(head(feats.train), feats.train_labels)
+            val = loss_and_accuracy(head(feats.val), feats.val_labels)
+        p.head_fit = {**fit.to_dict(), "train_accuracy": train["accuracy"], "val_accuracy": val["accuracy"],
+                      "val_loss": val["loss"]}
+        p.best_acc, p.best_epoch = val["accuracy"], epoch
+        save_model(self.model, self.out, self._meta())
+        self.reporter.message(f"Head fitted on the frozen features (logistic regression, L-BFGS, l2 {fit.l2:g}): train_acc "
+                              f"{train['accuracy']:.4f}  val_acc {val['accuracy']:.4f}  {fit.seconds:.1f}s", **p.head_fit)
+        if epoch:
+            seconds = time.perf_counter() - t0
+            p.epoch = epoch
+            p.history.append({"epoch": epoch, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+                              "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr_head": 0.0, "lr_backbone": 0.0,
+                              "seconds": seconds, "train_seconds": fit.seconds, "val_seconds": seconds - fit.seconds,
+                              "images_per_s": len(feats.train) / max(fit.seconds, 1e-9)})
+            ckpt.write_history(self.out, p.history)
+            p.train_seconds += seconds
+            self._checkpoint(epoch)
 
     def _checkpoint(self, epoch: int) -> None:
         ckpt.save_checkpoint(self.out, self.progress, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
@@ -344,7 +378,7 @@ class _Trainer:
             "skipped_files": len(self.skipped), "skipped": self.skipped, "strategy": self.strategy.describe(),
             "auto": self.auto, "parameters": self.param_summary, "dataset": self.splits.summary(),
             "confusion_matrix": cm, "device": str(self.ctx.device), "model": self.cfg.model,
-            "inference": self.features.info if self.cached is not None else None,
+            "inference": self.features.info if self.cached is not None else None, "head_fit": p.head_fit or None,
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
