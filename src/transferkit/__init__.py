@@ -22,7 +22,7 @@ _EXPORTS = {
     # errors
     "TransferKitError": "errors", "ConfigError": "errors", "DataError": "errors", "WeightsUnavailableError": "errors",
     "RunError": "errors", "StoreError": "errors", "ModelMismatchError": "errors", "UnsafeFileError": "errors",
-    "UnknownNameError": "errors", "MissingDependencyError": "errors", "CorruptStoreError": "errors",
+    "UnknownNameError": "errors", "MissingDependencyError": "errors", "CorruptStoreError": "errors", "ExportError": "errors",
     # backbones
     "create_backbone": "backbones", "list_backbones": "backbones", "get_backbone_spec": "backbones",
     "Preprocessing": "backbones", "register_backbone": "backbones",
@@ -43,6 +43,7 @@ _EXPORTS = {
     "project_store": "viz", "sample_stratified": "viz", "StoreMap": "viz",
     "project": "viz", "plot_png": "viz", "plot_html": "viz", "Projection": "viz", "check_projection_method": "viz",
     "pipeline": "workflow", "PipelineResult": "workflow",
+    "export_model": "export", "ExportResult": "export", "ExportMetadata": "export", "read_export_metadata": "export",
     # diagnostics
     "system_report": "doctor",
     # progress events

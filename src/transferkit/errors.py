@@ -86,6 +86,10 @@ class ModelMismatchError(StoreError):
     """Embeddings from a different model or preprocessing were about to be mixed."""
 
 
+class ExportError(TransferKitError, RuntimeError):
+    """An exported model does not reproduce the PyTorch model (its parity check failed), or could not be written."""
+
+
 class MissingDependencyError(TransferKitError, ImportError):
     """An optional extra is not installed."""
 

@@ -14,7 +14,7 @@ from ._root import app
 def embed(
     paths: list[str] = typer.Argument(..., metavar="[RUN] DATA", help="Optional trained run folder, then the image folder."),
     store: Path = typer.Option(..., "--store", help="Embedding store folder (created if missing)."),
-    model: str | None = typer.Option(None, "--model", help="Backbone name (instead of RUN), e.g. efficientnet_lite0."),
+    model: str | None = typer.Option(None, "--model", help="Backbone name (instead of RUN), e.g. efficientnet_lite0; or an exported model, onnx:FILE.onnx or openvino:FILE.xml."),
     weights: str = typer.Option("default", "--weights", help="With --model: default, none, or a weights FILE."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
     backend: str = typer.Option("auto", "--backend", help="auto (OpenVINO on CPU for large jobs, or small ones once the model is converted) | torch | openvino."),

@@ -79,12 +79,9 @@ class Extractor:
         self._bf16_safe = bf16_safe
         self._runner = None
         self._expected_items: int | None = None
-        self._module: nn.Module | None = None
-        self._build = None
-        if isinstance(module, nn.Module):
-            self._module = self._prepare(module)
-        else:
-            self._build = module
+        is_module = isinstance(module, nn.Module)
+        self._module: nn.Module | None = self._prepare(module) if is_module else None
+        self._build = None if is_module else module
         self.preprocessing = preprocessing
         self.model_id = {**model_id, "resize": RESIZE_EXACT if self.exact_resize else RESIZE_FAST}
         self.source = dict(source or {})
@@ -116,7 +113,8 @@ class Extractor:
     # -------------------------------------------------------------- constructors
     @classmethod
     def from_backbone(cls, name: str, *, weights: str | os.PathLike = "default", **kwargs) -> Extractor:
-        """Extractor from a registered backbone (``weights``: ``"default"``, ``"none"`` or a file).
+        """Extractor from a registered backbone (``weights``: ``"default"``, ``"none"`` or a file), or from a file written
+        by ``transferkit export``, named ``onnx:FILE`` or ``openvino:FILE.xml`` (run by OpenVINO, no PyTorch model built).
 
         When the weights are a file on disk (the default weights once downloaded or bundled,
         or ``weights=FILE``) whose OpenVINO conversion is cached, the PyTorch module is built
@@ -125,6 +123,9 @@ class Extractor:
         Raises:
             UnknownNameError, WeightsUnavailableError, DataNotFoundError, ConfigError: see ``create_backbone``.
         """
+        if str(name).startswith(("onnx:", "openvino:")):
+            from ..export.runtime import exported_extractor
+            return exported_extractor(cls, str(name), weights=weights, **kwargs)
         from ..backbones import create_backbone, get_backbone_spec
         from ..inference.cache import cached_model_info, model_key
 

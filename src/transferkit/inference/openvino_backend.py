@@ -117,7 +117,6 @@ def convert(module: torch.nn.Module, input_size: int):
     (TF "same" padding) fold away (~10% faster).
     """
     ov = import_openvino()
-    import openvino.passes as ov_passes
 
     from .openvino_graph import openvino_model
 
@@ -129,17 +128,41 @@ def convert(module: torch.nn.Module, input_size: int):
         model = None
     if model is not None:
         return model
-    example = torch.zeros(1, 3, input_size, input_size)
-    with torch.no_grad(), warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="transferkit-onnx-") as tmp:
-        warnings.simplefilter("ignore")  # exporter and tracer deprecation notices
+    with tempfile.TemporaryDirectory(prefix="transferkit-onnx-") as tmp:
         try:
             path = os.path.join(tmp, "model.onnx")
-            torch.onnx.export(module, (example,), path, dynamo=False, opset_version=ONNX_OPSET, do_constant_folding=True,
-                              input_names=["images"], output_names=["features"])
+            export_onnx(module, path, input_size)  # its warnings (exporter and tracer notices) are not acted on here
             model = openvino_core().read_model(path)
         except Exception as exc:  # noqa: BLE001 - any exporter failure: use OpenVINO's own converter
             log.debug("ONNX export failed (%s: %s); using openvino.convert_model", type(exc).__name__, exc)
-            model = ov.convert_model(module, example_input=example)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = ov.convert_model(module, example_input=torch.zeros(1, 3, input_size, input_size))
+    return fix_input_size(model, input_size)
+
+
+def export_onnx(module: torch.nn.Module, path: str | os.PathLike, input_size: int, *, output_names=("features",),
+                dynamic_axes: dict | None = None) -> list[warnings.WarningMessage]:
+    """Write ``module`` (eval mode, on the CPU) as an ONNX file: the TorchScript exporter at :data:`ONNX_OPSET`,
+    constants folded, traced on a zero ``(1, 3, input_size, input_size)`` batch, input ``images``.
+
+    Returns:
+        the warnings the exporter and the trace raised, each one (callers show them or drop them).
+    """
+    example = torch.zeros(1, 3, input_size, input_size)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET, do_constant_folding=True,
+                          input_names=["images"], output_names=list(output_names), dynamic_axes=dynamic_axes)
+    return list(caught)
+
+
+def fix_input_size(model, input_size: int):
+    """``model`` (changed in place) with its input fixed at ``(-1, 3, input_size, input_size)``, the batch left dynamic,
+    and its constants folded: shape arithmetic such as TF "same" padding folds away."""
+    ov = import_openvino()
+    import openvino.passes as ov_passes
+
     model.reshape(ov.PartialShape([-1, 3, input_size, input_size]))
     manager = ov_passes.Manager()
     manager.register_pass(ov_passes.ConstantFolding())

@@ -66,6 +66,8 @@ class InferenceRunner:
         cache: where conversions and verdicts are cached; default: ``settings.cache_dir``.
         settings: :class:`~transferkit.config.Settings` (``None``: the environment's), used when ``cache`` is None.
         cpu: the CPU's features for the policy (default: this machine's).
+        converted: an ``openvino.Model`` already checked against PyTorch (a file written by ``transferkit export``),
+            run instead of converting ``module`` (which is then never built; pass ``precision="fp32"``).
 
     Attributes:
         decision: the policy's :class:`~transferkit.inference.policy.InferenceDecision`.
@@ -77,7 +79,7 @@ class InferenceRunner:
                  device: torch.device | str = "cpu", backend: str = "auto", precision: str = "auto",
                  min_cosine: float = MIN_COSINE, expected_items: int | None = None, preprocessing=None,
                  weights_key: str | None = None, bf16_safe: bool | None = None, cache: ConversionCache | None = None,
-                 settings=None, cpu: CpuFeatures | None = None):
+                 settings=None, cpu: CpuFeatures | None = None, converted=None):
         validate(backend, precision)
         if isinstance(module, torch.nn.Module):
             self._module, self._build = module.eval(), None
@@ -102,8 +104,8 @@ class InferenceRunner:
             bf16_safe=self.bf16_safe, expected_items=expected_items, cached_conversion=self._conversion_cached)
         self.backend = self.decision.backend
         self.precision_used: str | None = None
-        self._model = None  # the converted openvino.Model, once loaded
-        self._verified = False  # the conversion was checked against eager PyTorch
+        self._model = converted  # the converted openvino.Model, once loaded
+        self._verified = converted is not None  # the conversion was checked against eager PyTorch (given: at export)
         self._compiled = None  # float-input graph
         self._compiled_u8 = None  # uint8-input graph (map_uint8)
         self._async: ovb.AsyncRunner | None = None
