@@ -46,6 +46,9 @@ def pipeline_cmd(
     weights: str = typer.Option("default", "--weights", help="default | none | FILE"),
     device: str = typer.Option("auto", "--device"),
     no_tsne: bool = typer.Option(False, "--no-tsne", help="Only the PCA map."),
+    tracker: str = typer.Option("none", "--tracker", help="none | tensorboard | mlflow: log each run's parameters, epochs, confusion matrix and model."),
+    tracker_uri: str = typer.Option(None, "--tracker-uri", help="mlflow: tracking URI (default sqlite:///<out's parent>/mlruns.db); tensorboard: a logs folder."),
+    experiment: str = typer.Option("transferkit", "--experiment", help="The tracker's experiment name."),
     json_: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -54,7 +57,8 @@ def pipeline_cmd(
 
     setup_logging(quiet)
     result = tk.pipeline(data, out=out, model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, seed=seed,
-                         weights=weights, device=device, tsne=not no_tsne, progress=renderer(quiet), quiet=quiet)
+                         weights=weights, device=device, tsne=not no_tsne, progress=renderer(quiet), quiet=quiet,
+                         tracker=tracker, tracker_uri=tracker_uri, experiment=experiment)
     print_json(_summary(result)) if json_ else _print_summary(result)
 
 

@@ -171,6 +171,9 @@ def compare_cmd(
     seed: int = typer.Option(0, "--seed"),
     weights: str = typer.Option("default", "--weights"),
     device: str = typer.Option("auto", "--device"),
+    tracker: str = typer.Option("none", "--tracker", help="none | tensorboard | mlflow: log each run's parameters, epochs, confusion matrix and model."),
+    tracker_uri: str = typer.Option(None, "--tracker-uri", help="mlflow: tracking URI (default sqlite:///<out's parent>/mlruns.db); tensorboard: a logs folder."),
+    experiment: str = typer.Option("transferkit", "--experiment", help="The tracker's experiment name."),
     json_: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -179,7 +182,8 @@ def compare_cmd(
 
     setup_logging(quiet)
     rows = tk.compare(data, model=model, epochs=epochs, out=out, batch_size=batch_size, seed=seed, weights=weights,
-                      device=device, progress=renderer(quiet), quiet=quiet)
+                      device=device, progress=renderer(quiet), quiet=quiet,
+                      tracker=tracker, tracker_uri=tracker_uri, experiment=experiment)
     if json_:
         print_json(rows)
         return

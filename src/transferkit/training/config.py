@@ -52,6 +52,12 @@ class TrainConfig:
                                 "torch or openvino.")
     precision: str = _opt("auto", "auto (frozen features in bf16 only within cosine 0.999 of fp32; fine-tuning with bf16 "
                                   "autocast where the hardware computes it natively), fp32 or bf16.")
+    tracker: str = _opt("none", "Experiment tracker: none, tensorboard or mlflow (the extra: pip install "
+                                "'transferkit[tensorboard]' or '[mlflow]'); logs parameters, epochs, learning rates, the "
+                                "confusion matrix and the model.")
+    tracker_uri: str | None = _opt(None, "mlflow: a tracking URI (default sqlite:///<the run folder's parent>/mlruns.db); "
+                                         "tensorboard: a folder for many runs' logs (default <run>/tensorboard).")
+    experiment: str = _opt("transferkit", "The tracker's experiment name (tensorboard: a sub-folder of `tracker_uri`).")
 
     def __post_init__(self) -> None:
         self.data = os.fspath(self.data)
@@ -99,6 +105,9 @@ class TrainConfig:
         from ..inference.policy import validate as validate_inference
 
         validate_inference(self.backend, self.precision)
+        from ..tracking import validate_tracker
+
+        validate_tracker(self.tracker, self.tracker_uri, self.experiment)
         if self.strategy != "auto":
             from ..strategies import strategy_class
 

@@ -24,6 +24,7 @@ from ..errors import DataError
 from ..events import Callback, Reporter, make_reporter
 from ..inference.policy import training_autocast_dtype
 from ..strategies import Strategy, get_strategy
+from ..tracking import Tracker, open_tracker
 from . import checkpoint as ckpt
 from .config import TrainConfig, head_l2_value
 from .context import RunContext, epoch_seed
@@ -60,15 +61,15 @@ def train(data: str | os.PathLike, *, config: TrainConfig | None = None, out: st
         quiet: no progress bars or messages.
         settings: :class:`~transferkit.config.Settings` (conversion cache, pixel limit); None: the environment's.
         **options: any :class:`~transferkit.training.config.TrainConfig` field: ``model``, ``strategy``,
-            ``epochs``, ``batch_size``, ``seed``, ``weights``, ``head_lr``, ``backbone_lr``, ...
+            ``epochs``, ``batch_size``, ``seed``, ``weights``, ``head_lr``, ``backbone_lr``, ``tracker``, ...
 
     Returns:
         The finished :class:`~transferkit.training.run.Run`.
 
     Raises:
-        ConfigError: an unknown option or a bad value. DataError: unusable data.
-        RunError: ``out`` holds a run (without ``resume``) or none (with it).
-        CorruptRunError: a damaged run to resume. WeightsUnavailableError: pretrained weights unobtainable.
+        ConfigError: an unknown option, a bad value or an unusable ``tracker_uri``. DataError: unusable data.
+        RunError: ``out`` holds a run (without ``resume``) or none (with it). CorruptRunError: a damaged run to resume.
+        WeightsUnavailableError: pretrained weights unobtainable. MissingDependencyError: ``tracker``'s extra is missing.
     """
     requested = TrainConfig.from_options(data, config=config, **options)
     reporter = make_reporter(progress, quiet=quiet)
@@ -82,8 +83,9 @@ def train(data: str | os.PathLike, *, config: TrainConfig | None = None, out: st
         ckpt.check_new_run_dir(out_dir)
         state = ckpt.Resume(requested)
     ctx = RunContext.create(state.config.device)
-    with ctx.isolated():  # the caller's global RNG state is the same after training
-        return _Trainer(state, out_dir, ctx, reporter=reporter, settings=settings).fit()
+    tracker = open_tracker(state.config, out_dir, reporter=reporter)  # a bad URI or a missing extra fails before any work
+    with ctx.isolated(), tracker:  # the caller's global RNG state is the same after training
+        return _Trainer(state, out_dir, ctx, reporter=reporter, settings=settings, tracker=tracker).fit()
 
 
 def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scaler=None):
@@ -108,9 +110,10 @@ def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scale
 class _Trainer:
     """One run: set up from its config (data, model, strategy) on construction; :meth:`fit` trains it."""
 
-    def __init__(self, state: ckpt.Resume, out_dir: Path, ctx: RunContext, *, reporter: Reporter, settings=None):
+    def __init__(self, state: ckpt.Resume, out_dir: Path, ctx: RunContext, *, reporter: Reporter, settings=None,
+                 tracker: Tracker | None = None):
         cfg = self.cfg = state.config
-        self.out, self.ctx, self.reporter, self.settings = out_dir, ctx, reporter, settings
+        self.out, self.ctx, self.reporter, self.settings, self.tracker = out_dir, ctx, reporter, settings, tracker or Tracker()
         self.progress: ckpt.Progress = state.progress or ckpt.Progress()
         checkpoint = state.checkpoint if self.progress.epoch else None
         self.splits = discover(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, settings=settings)
@@ -200,6 +203,7 @@ class _Trainer:
         cfg, p, reporter = self.cfg, self.progress, self.reporter
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_config(self.out, cfg, strategy=self.strategy_name, auto=self.auto)
+        self.tracker.start(self._meta(), epoch=p.epoch)
         if p.epoch:
             reporter.message(f"Resuming {self.out} from epoch {p.epoch + 1} (best so far {p.best_acc:.4f} at epoch "
                              f"{p.best_epoch}).")
@@ -217,6 +221,7 @@ class _Trainer:
             if self.strategy.on_epoch_start(self.model, epoch, self.optimizer):
                 self.optimizer, self.scheduler = self._make_optimizer(epoch, previous=self.optimizer)
                 self.param_summary = self._describe_params()
+            lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}  # this epoch's: the scheduler steps at its end
             with self.ctx.seeded(epoch_seed(cfg.seed, epoch)):  # augmentation, dropout, worker seeds
                 row = self._run_epoch(epoch)
             p.epoch = epoch
@@ -231,6 +236,7 @@ class _Trainer:
                              f"{row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
                              f"{row['seconds']:.1f}s" + ("  *best" if improved else ""), **row, is_best=improved)
             ckpt.write_history(self.out, p.history)
+            self.tracker.log_epoch(row, learning_rates=lrs)
             p.skipped = dict(self.skipped)
             p.train_seconds = elapsed_before + time.perf_counter() - t0
             self._checkpoint(epoch)
@@ -265,6 +271,7 @@ class _Trainer:
                               "seconds": seconds, "train_seconds": fit.seconds, "val_seconds": seconds - fit.seconds,
                               "images_per_s": len(feats.train) / max(fit.seconds, 1e-9)})
             ckpt.write_history(self.out, p.history)
+            self.tracker.log_epoch(p.history[-1])
             p.train_seconds += seconds
             self._checkpoint(epoch)
 
@@ -383,6 +390,7 @@ class _Trainer:
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
         plot_confusion_matrix(cm, self.splits.classes, self.out / "confusion_matrix.png")
+        self.tracker.finish(metrics)
         ckpt.mark_finished(self.out, len(p.history))
         self.reporter.message(f"Best epoch {p.best_epoch}: val_acc {metrics['val_accuracy']:.4f}, val_loss "
                               f"{metrics['val_loss']:.4f}; {train_seconds:.1f}s. Run saved to {self.out}",
