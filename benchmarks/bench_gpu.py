@@ -56,7 +56,7 @@ def inference(model_name: str, steps: int) -> list[dict]:
 def finetune(model_name: str, steps: int) -> list[dict]:
     from transferkit.backbones import create_backbone
     from transferkit.inference.policy import training_autocast_dtype
-    from transferkit.training.trainer import train_step
+    from transferkit.training.optim import train_step
 
     dev = torch.device("cuda")
     bb = create_backbone(model_name, weights="none" if model_name == "resnet18" else "default")

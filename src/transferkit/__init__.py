@@ -42,6 +42,7 @@ _EXPORTS = {
     "search_store": "store.query", "refresh_store": "store.latest", "predict_store": "training.store_predictions",
     "project_store": "viz", "sample_stratified": "viz", "StoreMap": "viz",
     "project": "viz", "plot_png": "viz", "plot_html": "viz", "Projection": "viz", "check_projection_method": "viz",
+    "lr_find": "training.lr_find", "LRFindResult": "training.lr_find",
     "pipeline": "workflow", "PipelineResult": "workflow",
     "export_model": "export", "ExportResult": "export", "ExportMetadata": "export", "read_export_metadata": "export",
     # diagnostics

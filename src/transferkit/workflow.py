@@ -193,6 +193,12 @@ def _strategy_summary(run) -> dict[str, Any]:
     details = {k: v for k, v in (m.get("strategy") or {}).items() if k != "name"}
     if details:
         info["options"] = ", ".join(f"{k}={v}" for k, v in details.items())
+    found = m.get("lr_find") or {}
+    if found.get("suggestion"):
+        info["learning rate"] = (f"head {found['head_lr']:.2e}, backbone {found['backbone_lr']:.2e}: the LR finder's valley "
+                                 f"(steepest {found['steepest']:.2e})")
+    elif found.get("skipped"):
+        info["learning rate"] = "LR finder skipped: " + found["skipped"]
     inference = m.get("inference")
     if inference:
         info["frozen-feature inference"] = f"{inference.get('backend')} {inference.get('precision')}"

@@ -222,7 +222,9 @@ def test_token_is_kept_and_sent(open_page, sample_store):
         assert s["error"] is None and s["pointsDrawn"] == 160
         page.mouse.click(*point_on_page(page, isolated_point(page)))
         page.wait_for_function(f"{STATE}.results.length === 10")
-        assert page.evaluate("document.querySelector('#results img').naturalWidth") > 0
+        # the thumbnail loads after the results render; a token that is not sent never loads it (401)
+        page.wait_for_function("document.querySelector('#results img')?.complete && "
+                               "document.querySelector('#results img').naturalWidth > 0", timeout=10_000)
 
 
 def test_ann_index_answers_and_says_so(open_page, sample_store, tmp_path):

@@ -213,7 +213,7 @@ def test_get_strategy_passes_unfreeze_stages():
 def test_unknown_strategy_lists_close_matches():
     with pytest.raises(UnknownNameError, match=r"Unknown strategy 'parital'\. Did you mean 'partial'\?") as info:
         get_strategy("parital")
-    assert "Choose from: auto, feature-extraction, full, partial." in str(info.value)
+    assert "Choose from: auto, feature-extraction, full, gradual, partial." in str(info.value)
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
 
 
@@ -283,15 +283,15 @@ def test_register_and_unregister_a_strategy():
 
     register_strategy(HeadAndStem, aliases=("stem",))
     try:
-        assert list_strategies() == ["feature-extraction", "partial", "full", "head-and-stem"]
+        assert list_strategies() == ["feature-extraction", "partial", "full", "gradual", "head-and-stem"]
         assert type(get_strategy("stem")) is HeadAndStem and type(get_strategy("head_and_stem")) is HeadAndStem
         with pytest.raises(ValueError, match="'head-and-stem' is already registered"):
             register_strategy(HeadAndStem)
-        with pytest.raises(UnknownNameError, match=r"Choose from: auto, feature-extraction, full, head-and-stem, partial\."):
+        with pytest.raises(UnknownNameError, match=r"Choose from: auto, feature-extraction, full, gradual, head-and-stem, partial\."):
             get_strategy("nope")
     finally:
         unregister_strategy("head-and-stem")
-    assert list_strategies() == ["feature-extraction", "partial", "full"]
+    assert list_strategies() == ["feature-extraction", "partial", "full", "gradual"]
     with pytest.raises(UnknownNameError):
         get_strategy("stem")
 

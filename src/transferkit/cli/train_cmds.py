@@ -197,3 +197,36 @@ def compare_cmd(
                       f"{r['seconds']:.1f}")
     console().print(table)
     print(f"Wrote {Path(rows[0]['run']).parent / 'compare.json'}")
+
+
+@app.command("lr-find")
+def lr_find_cmd(
+    data: Path = typer.Argument(..., help="Dataset folder (as for train)."),
+    model: str = typer.Option("resnet18", "--model", "-m"),
+    strategy: str = typer.Option("partial", "--strategy", "-s", help="The strategy to find a learning rate for."),
+    out: Path = typer.Option(Path("lr_find"), "--out", "-o", help="Folder for lr_find.png and lr_find.json."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    weights: str = typer.Option("default", "--weights"),
+    head_init: str = typer.Option("fit", "--head-init", help="fit (sweep from the fitted head, as fine-tuning starts) | random."),
+    start_lr: float = typer.Option(1e-7, "--start-lr"),
+    end_lr: float = typer.Option(10.0, "--end-lr"),
+    num_steps: int = typer.Option(100, "--num-steps"),
+    num_workers: int = typer.Option(None, "--num-workers", "--workers"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    json_: bool = typer.Option(False, "--json", help="Print the suggestions as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Sweep the learning rate from 1e-7 to 10 (fastai's lr_find); plot loss vs LR and suggest one ('valley')."""
+    import transferkit as tk
+
+    setup_logging(quiet)
+    r = tk.lr_find(data, out=out, model=model, strategy=strategy, batch_size=batch_size, weights=weights, head_init=head_init,
+                   start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, num_workers=num_workers, seed=seed, device=device,
+                   progress=renderer(quiet), quiet=quiet)
+    if json_:
+        print_json(r.summary())
+        return
+    print(f"valley {r.valley:.2e}  steepest {r.steepest:.2e}  suggestion {r.suggestion:.2e}  ({len(r.lrs)} steps"
+          f"{', loss diverged' if r.diverged else ''})")
+    print(f"Wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")

@@ -3,7 +3,7 @@
 Importing the package registers the built-in strategies.
 """
 
-from . import builtin  # noqa: F401  (registers feature-extraction, partial, full)
+from . import builtin  # noqa: F401  (registers feature-extraction, partial, full, gradual)
 from .auto import AutoDecision, choose_auto, knn_probe_accuracy
 from .base import Strategy, get_strategy, list_strategies, register_strategy, strategy_class, unregister_strategy
 from .builtin import FeatureExtraction, FullFineTuning, PartialFineTuning

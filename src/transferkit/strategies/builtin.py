@@ -1,4 +1,4 @@
-"""The three built-in strategies: feature extraction, partial and full fine-tuning."""
+"""The built-in strategies: feature extraction, partial and full fine-tuning, gradual unfreezing."""
 
 from __future__ import annotations
 
@@ -73,6 +73,56 @@ class FullFineTuning(Strategy):
 
     def set_train_mode(self, model) -> None:
         model.train()
+
+
+@register_strategy(aliases=("gradual-unfreezing", "fine-tune"))
+class GradualUnfreezing(Strategy):
+    """fastai's ``fine_tune``: the head alone for ``frozen_epochs``, then one more backbone stage per epoch, from the top.
+
+    The schedule is a function of the epoch, which is the strategy's state: a run resumed mid-schedule
+    restores it from the checkpoint and continues with the same stages trainable. Newly unfrozen
+    stages join the optimizer at the epoch boundary (``on_epoch_start`` returns True), the parameters
+    already training keeping their optimizer state.
+    """
+
+    name = "gradual"
+    title = "gradual unfreezing"
+
+    def __init__(self, frozen_epochs: int = 1):
+        if not isinstance(frozen_epochs, int) or isinstance(frozen_epochs, bool) or frozen_epochs < 0:
+            raise ConfigError(f"`frozen_epochs` of gradual unfreezing must be an int >= 0; got {frozen_epochs!r}.")
+        self.frozen_epochs = frozen_epochs
+        self.epoch = 0  # the epoch being trained (0: before the first)
+
+    @classmethod
+    def from_options(cls, *, frozen_epochs: int = 1, **_: Any) -> GradualUnfreezing:
+        return cls(frozen_epochs=frozen_epochs)
+
+    def unfrozen_count(self, epoch: int, num_stages: int) -> int:
+        """Backbone stages that train during ``epoch``."""
+        return max(0, min(num_stages, epoch - self.frozen_epochs))
+
+    def trainable_backbone_stages(self, num_stages: int) -> list[int]:
+        return list(range(num_stages - self.unfrozen_count(self.epoch, num_stages), num_stages))
+
+    def on_epoch_start(self, model, epoch: int, optimizer) -> bool:
+        n = len(model.backbone.stages)
+        changed = self.unfrozen_count(epoch, n) != self.unfrozen_count(self.epoch, n)
+        self.epoch = epoch
+        if changed:
+            self.on_train_start(model)
+        return changed
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "frozen_epochs": self.frozen_epochs}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.describe(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.frozen_epochs = int(state.get("frozen_epochs", self.frozen_epochs))
+        self.epoch = int(state.get("epoch", 0))
 
 
 def _check_stages(value) -> int:

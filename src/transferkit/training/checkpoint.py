@@ -44,6 +44,7 @@ class Progress:
         skipped: unreadable files seen so far, path -> reason.
         train_seconds: training time of the completed epochs.
         inference: backend and precision of the frozen features, repeated on resume.
+        lr_find: what the LR finder suggested and chose (``lr="auto"``), or empty.
         head_fit: how the head was fitted on the frozen features before epoch 1 (``head_init="fit"``), or empty.
     """
 
@@ -56,13 +57,15 @@ class Progress:
     train_seconds: float = 0.0
     inference: dict[str, str] = field(default_factory=dict)
     head_fit: dict[str, Any] = field(default_factory=dict)
+    lr_find: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> Progress:
         return cls(epoch=int(state["epoch"]), history=list(state["history"]), best_acc=float(state["best_acc"]),
                    best_epoch=int(state["best_epoch"]), bad_epochs=int(state["bad_epochs"]),
                    skipped=dict(state.get("skipped", {})), train_seconds=float(state.get("train_seconds", 0.0)),
-                   inference=dict(state.get("inference") or {}), head_fit=dict(state.get("head_fit") or {}))
+                   inference=dict(state.get("inference") or {}), head_fit=dict(state.get("head_fit") or {}),
+                   lr_find=dict(state.get("lr_find") or {}))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from ..errors import ConfigError, close_matches, unknown_name
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "none")
 HEAD_INITS = ("fit", "random")
+AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")
 
 
 def _opt(default: Any, doc: str) -> Any:
@@ -26,7 +27,7 @@ class TrainConfig:
     data: str = _opt("", "Folder with train/ and val/ class folders, or a folder of class folders (split by "
                          "`val_fraction` and `seed`).")
     model: str = _opt("resnet18", "A registered backbone name, or timm/<name> for any timm model.")
-    strategy: str = _opt("auto", "auto, or a registered strategy: feature-extraction, partial, full.")
+    strategy: str = _opt("auto", "auto, or a registered strategy: feature-extraction, partial, full, gradual.")
     epochs: int = _opt(5, "Maximum epochs of fine-tuning; the best epoch by validation accuracy is kept.")
     batch_size: int = _opt(32, "Images per step.")
     seed: int = _opt(0, "Seed of the split, head initialisation, shuffling and augmentation.")
@@ -41,6 +42,18 @@ class TrainConfig:
     optimizer: str = _opt("adamw", "adamw, or sgd (momentum 0.9).")
     scheduler: str = _opt("cosine", "cosine (per epoch) or none.")
     weight_decay: float = _opt(1e-4, "Decoupled weight decay (AdamW) or L2 (SGD).")
+    lr: str | None = _opt(None, "auto: run the LR finder first and train at its suggestion ('valley'), `backbone_lr` "
+                                "scaled by the same factor; recorded in model.json and the report. None: `head_lr`.")
+    layer_decay: float | None = _opt(None, "Layer-wise LR decay D (timm): backbone stage i of n trains at backbone_lr * "
+                                           "D**(n-1-i). None: one backbone LR.")
+    frozen_epochs: int = _opt(1, "gradual: epochs of head-only training before stages unfreeze, one per epoch from the top.")
+    auto_augment: str = _opt("none", "Extra augmentation while fine-tuning: none, trivialaugment or randaugment.")
+    mixup: float = _opt(0.0, "Mixup alpha while fine-tuning (0: off; 0.2 is common).")
+    cutmix: float = _opt(0.0, "CutMix alpha while fine-tuning (0: off; 1.0 is common); with mixup, one per batch.")
+    freeze_bn: bool = _opt(True, "Keep BatchNorm running statistics fixed (eval mode) while fine-tuning; their affine "
+                                 "weights still train. Batch statistics of small batches move the features the fitted "
+                                 "head was fitted on (BENCHMARKS.md, issue 22).")
+    label_smoothing: float = _opt(0.0, "Label smoothing of the cross-entropy (0: off; 0.1 is common).")
     patience: int | None = _opt(None, "Stop after this many epochs without a better validation accuracy (default: never).")
     device: str = _opt("auto", "auto, cpu, cuda or mps.")
     unfreeze_stages: int = _opt(1, "Backbone stages unfrozen by partial fine-tuning.")
@@ -96,6 +109,23 @@ class TrainConfig:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.scheduler not in SCHEDULERS:
             raise unknown_name("scheduler", self.scheduler, SCHEDULERS)
+        if self.lr is not None and self.lr != "auto":
+            raise ConfigError(f"`lr` must be 'auto' (run the LR finder) or None (use head_lr); got {self.lr!r}. "
+                              "Set a learning rate with head_lr.")
+        if self.layer_decay is not None:
+            _positive("layer_decay", self.layer_decay, float)
+            if self.layer_decay > 1:
+                raise ConfigError(f"`layer_decay` must be in (0, 1] (earlier stages learn slower); got {self.layer_decay!r}.")
+        if not _is_int(self.frozen_epochs) or self.frozen_epochs < 0:
+            raise ConfigError(f"`frozen_epochs` must be an int >= 0; got {self.frozen_epochs!r}.")
+        if self.auto_augment not in AUTO_AUGMENTS:
+            raise unknown_name("auto_augment", self.auto_augment, AUTO_AUGMENTS)
+        for name in ("mixup", "cutmix", "label_smoothing"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (name == "label_smoothing"
+                                                                                              and value >= 1):
+                raise ConfigError(f"`{name}` must be a number >= 0{' and < 1' if name == 'label_smoothing' else ''}; "
+                                  f"got {value!r}.")
         if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
             raise ConfigError(f"`patience` must be an int >= 1 (or None to disable early stopping); got {self.patience!r}.")
         if self.num_workers is not None and (not _is_int(self.num_workers) or self.num_workers < 0):

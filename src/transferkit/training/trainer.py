@@ -6,7 +6,6 @@ The public entry point is :func:`train`, which returns a :class:`~transferkit.tr
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from datetime import datetime
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .._io import write_json_atomic
 from ..backbones import create_backbone
@@ -32,6 +30,7 @@ from .evaluate import classification_metrics, loss_and_accuracy, predict_logits
 from .features import CachedFeatures, FrozenFeatures, resumed_inference
 from .linear_head import fit_linear_head
 from .model import TransferModel, save_model
+from .optim import BatchMixer, freeze_batchnorm, make_criterion, make_optimizer, train_step, train_transform
 from .run import Run
 
 log = logging.getLogger("transferkit")
@@ -88,25 +87,6 @@ def train(data: str | os.PathLike, *, config: TrainConfig | None = None, out: st
         return _Trainer(state, out_dir, ctx, reporter=reporter, settings=settings, tracker=tracker).fit()
 
 
-def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scaler=None):
-    """One optimisation step under autocast (``amp_dtype`` None: fp32); returns ``(loss, logits)``.
-
-    ``scaler`` is a ``GradScaler`` for fp16 (see :func:`~transferkit.inference.policy.training_autocast_dtype`).
-    """
-    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        logits = model(x)
-    loss = criterion(logits.float(), y)
-    opt.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-    else:
-        loss.backward()
-        opt.step()
-    return loss, logits
-
-
 class _Trainer:
     """One run: set up from its config (data, model, strategy) on construction; :meth:`fit` trains it."""
 
@@ -134,7 +114,8 @@ class _Trainer:
         self.strategy_name, self.auto = self._resolve_strategy(state)
         if self.auto:
             reporter.message(f"Strategy auto: {self.auto['reason']}", **self.auto)
-        self.strategy: Strategy = get_strategy(self.strategy_name, unfreeze_stages=cfg.unfreeze_stages)
+        self.strategy: Strategy = get_strategy(self.strategy_name, unfreeze_stages=cfg.unfreeze_stages,
+                                                frozen_epochs=cfg.frozen_epochs)
         if checkpoint is not None and checkpoint.get("strategy"):
             self.strategy.load_state_dict(checkpoint["strategy"])  # a resumed run continues the same schedule
         self.strategy.on_train_start(self.model)
@@ -148,7 +129,8 @@ class _Trainer:
         self.skipped: dict[str, str] = {**s.skipped, **self.progress.skipped}
         self.cached: CachedFeatures | None = None  # filled by fit on the fast path
         self.is_cached = self.strategy.is_backbone_frozen and cfg.feature_cache
-        self.criterion = nn.CrossEntropyLoss()
+        self.criterion = make_criterion(cfg)
+        self.mixer = BatchMixer.from_config(cfg, len(s.classes))  # images only: cached features are not mixed
 
     def _resolve_strategy(self, state: ckpt.Resume) -> tuple[str, dict | None]:
         if state.strategy:  # resumed: what the run resolved, without probing again
@@ -156,7 +138,8 @@ class _Trainer:
         if self.cfg.strategy == "auto":
             decision = self.features.probe(self.cfg.seed)
             return decision.strategy, decision.to_dict()
-        return get_strategy(self.cfg.strategy, unfreeze_stages=self.cfg.unfreeze_stages).name, None
+        return get_strategy(self.cfg.strategy, unfreeze_stages=self.cfg.unfreeze_stages,
+                                frozen_epochs=self.cfg.frozen_epochs).name, None
 
     def _describe_params(self) -> dict[str, Any]:
         params = list(self.model.parameters())
@@ -172,26 +155,7 @@ class _Trainer:
 
     # -- optimisation ---------------------------------------------------------------------------
     def _make_optimizer(self, epoch: int, previous: torch.optim.Optimizer | None = None):
-        """An optimizer over the strategy's parameter groups, and its scheduler placed at ``epoch`` (1-based).
-
-        Rebuilt at an epoch boundary (``previous``), parameters that were training keep their optimizer state.
-        """
-        cfg = self.cfg
-        groups = self.strategy.param_groups(self.model, head_lr=cfg.head_lr, backbone_lr=cfg.backbone_lr)
-        groups = [{"params": g["params"], "lr": g["lr"], "name": g.get("name", f"group{i}")} for i, g in enumerate(groups)]
-        if cfg.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-        else:
-            opt = torch.optim.SGD(groups, momentum=0.9, weight_decay=cfg.weight_decay)
-        if previous is not None:
-            kept = {p for g in opt.param_groups for p in g["params"]}
-            opt.state.update({p: s for p, s in previous.state.items() if p in kept})
-        if cfg.scheduler != "cosine":
-            return opt, None
-        for g in opt.param_groups:  # created at epoch e, the schedule starts at its step e - 1
-            g["initial_lr"] = g["lr"]
-            g["lr"] = g["lr"] * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs)) / 2
-        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, last_epoch=epoch - 2)
+        return make_optimizer(self.strategy, self.model, self.cfg, epoch, previous)
 
     def _epoch_batches(self, n: int, epoch: int) -> list[list[int]]:
         perm = torch.randperm(n, generator=self.ctx.generator(epoch_seed(self.cfg.seed, epoch))).tolist()
@@ -208,14 +172,12 @@ class _Trainer:
             reporter.message(f"Resuming {self.out} from epoch {p.epoch + 1} (best so far {p.best_acc:.4f} at epoch "
                              f"{p.best_epoch}).")
         t0, elapsed_before = time.perf_counter(), p.train_seconds
-        if self.is_cached:
-            self.cached = self.features.cache(self._note_skipped)
-            p.inference = {k: v for k, v in self.features.info.items() if k in ("backend", "precision")}
-        # Feature extraction on cached features is done once the head is fitted (its one "epoch"): epochs of SGD
-        # would only move it away from the optimum of the same loss. Fine-tuning starts from the fitted head.
-        fitted_only = self.cached is not None and cfg.head_init == "fit"
-        if p.epoch == 0 and cfg.head_init == "fit":
-            self._fit_head(self.cached or self.features.cache(self._note_skipped), epoch=int(fitted_only))
+        new_run = p.epoch == 0
+        fitted_only = self.prepare_start()
+        if cfg.lr == "auto" and new_run:
+            from .lr_find import apply_auto_lr
+
+            cfg = apply_auto_lr(self, fitted_only)
         stopped_early = False
         for epoch in range(p.epoch + 1, (p.epoch if fitted_only else cfg.epochs) + 1):
             if self.strategy.on_epoch_start(self.model, epoch, self.optimizer):
@@ -245,6 +207,20 @@ class _Trainer:
                 stopped_early = True
                 break
         return self._finish(elapsed_before + time.perf_counter() - t0, stopped_early)
+
+    def prepare_start(self, *, sweep: bool = False) -> bool:
+        """Cache the frozen features (fast path) and fit the head (``head_init="fit"``) on a new run; returns whether the
+        fit is the whole training (feature extraction on cached features). ``sweep``: for the LR finder, no such fit."""
+        cfg, p = self.cfg, self.progress
+        if self.is_cached:
+            self.cached = self.features.cache(self._note_skipped)
+            p.inference = {k: v for k, v in self.features.info.items() if k in ("backend", "precision")}
+        # Feature extraction on cached features is done once the head is fitted (its one "epoch"): epochs of SGD
+        # would only move it away from the optimum of the same loss. Fine-tuning starts from the fitted head.
+        fitted_only = self.cached is not None and cfg.head_init == "fit"
+        if p.epoch == 0 and cfg.head_init == "fit" and not (sweep and fitted_only):
+            self._fit_head(self.cached or self.features.cache(self._note_skipped), epoch=int(fitted_only))
+        return fitted_only
 
     def _fit_head(self, feats: CachedFeatures, *, epoch: int) -> None:
         """Fit the head to convergence on the frozen features (``head_init="fit"``), as the run's ``epoch`` (0: the model
@@ -323,12 +299,10 @@ class _Trainer:
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
         cfg, model, device = self.cfg, self.model, self.ctx.device
-        pre = model.preprocessing
-        transform = pre.train_transform() if cfg.augment else pre.eval_transform()
-        loader = make_loader(self.splits.train, transform, batch_size=cfg.batch_size, device=device,
-                             num_workers=cfg.num_workers, batch_sampler=self._epoch_batches(len(self.splits.train), epoch),
-                             settings=self.settings, generator=self.ctx.generator(epoch_seed(cfg.seed, epoch)))
+        loader = self.train_loader(epoch)
         self.strategy.set_train_mode(model)
+        if cfg.freeze_bn:
+            freeze_batchnorm(model)
         amp_dtype = training_autocast_dtype(device, cfg.precision, model)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         total_loss, correct, n = 0.0, 0, 0
@@ -338,7 +312,7 @@ class _Trainer:
                 if x is not None:
                     x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
-                    loss, logits = train_step(model, self.optimizer, self.criterion, x, y, amp_dtype, scaler)
+                    loss, logits = train_step(model, self.optimizer, self.criterion, x, y, amp_dtype, scaler, mixer=self.mixer)
                     total_loss += loss.item() * len(y)
                     correct += int((logits.argmax(1) == y).sum())
                     n += len(y)
@@ -346,6 +320,14 @@ class _Trainer:
         if n == 0:
             raise DataError(f"None of the training images under {self.splits.root} could be decoded. Check the files.")
         return total_loss / n, correct / n, n
+
+    def train_loader(self, epoch: int):
+        """The training images of ``epoch``: its shuffle, the recipe's augmentation, decoded in worker processes."""
+        cfg = self.cfg
+        return make_loader(self.splits.train, train_transform(self.model.preprocessing, cfg), batch_size=cfg.batch_size,
+                           device=self.ctx.device, num_workers=cfg.num_workers, settings=self.settings,
+                           batch_sampler=self._epoch_batches(len(self.splits.train), epoch),
+                           generator=self.ctx.generator(epoch_seed(cfg.seed, epoch)))
 
     def _predict(self, images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
         return predict_logits(self.model, images, batch_size=max(self.cfg.batch_size, 64), device=self.ctx.device,
@@ -362,7 +344,8 @@ class _Trainer:
     # -- results ----------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
         return {"classes": self.splits.classes, "strategy": self.strategy.describe(), "auto": self.auto,
-                "weights_source": self.cfg.weights, "parameters": self.param_summary, "config": self.cfg.to_dict()}
+                "weights_source": self.cfg.weights, "parameters": self.param_summary, "config": self.cfg.to_dict(),
+                "lr_find": self.progress.lr_find or None}
 
     def _finish(self, train_seconds: float, stopped_early: bool) -> Run:
         from safetensors.torch import load_file
@@ -386,6 +369,7 @@ class _Trainer:
             "auto": self.auto, "parameters": self.param_summary, "dataset": self.splits.summary(),
             "confusion_matrix": cm, "device": str(self.ctx.device), "model": self.cfg.model,
             "inference": self.features.info if self.cached is not None else None, "head_fit": p.head_fit or None,
+            "lr_find": p.lr_find or None,
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
