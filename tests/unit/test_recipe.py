@@ -13,7 +13,7 @@ from transferkit.backbones import create_backbone
 from transferkit.cli import main
 from transferkit.strategies import get_strategy
 from transferkit.training.config import TrainConfig
-from transferkit.training.lr_find import suggest_steepest, suggest_valley, sweep
+from transferkit.training.lr_sweep import suggest_steepest, suggest_valley, sweep
 from transferkit.training.model import TransferModel
 from transferkit.training.optim import BatchMixer, freeze_batchnorm, make_criterion, param_groups, train_transform
 

@@ -51,6 +51,12 @@ class MLflowTracker(Tracker):
         self._client = None
 
     def _open(self) -> None:
+        import logging
+
+        # MLflow logs each schema migration of a new SQLite store at INFO; transferkit reports the run itself
+        db_log = logging.getLogger("mlflow.store.db.utils")
+        if db_log.level == logging.NOTSET:
+            db_log.setLevel(logging.WARNING)
         uri = self.uri or default_uri(self.run_dir)
         self.tracking_uri = uri
         scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""

@@ -128,6 +128,7 @@ class _Trainer:
                 self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.skipped: dict[str, str] = {**s.skipped, **self.progress.skipped}
         self.cached: CachedFeatures | None = None  # filled by fit on the fast path
+        self.head_features: CachedFeatures | None = None  # what the head was fitted on (the LR finder reuses them)
         self.is_cached = self.strategy.is_backbone_frozen and cfg.feature_cache
         self.criterion = make_criterion(cfg)
         self.mixer = BatchMixer.from_config(cfg, len(s.classes))  # images only: cached features are not mixed
@@ -175,7 +176,7 @@ class _Trainer:
         new_run = p.epoch == 0
         fitted_only = self.prepare_start()
         if cfg.lr == "auto" and new_run:
-            from .lr_find import apply_auto_lr
+            from .lr_sweep import apply_auto_lr
 
             cfg = apply_auto_lr(self, fitted_only)
         stopped_early = False
@@ -219,7 +220,8 @@ class _Trainer:
         # would only move it away from the optimum of the same loss. Fine-tuning starts from the fitted head.
         fitted_only = self.cached is not None and cfg.head_init == "fit"
         if p.epoch == 0 and cfg.head_init == "fit" and not (sweep and fitted_only):
-            self._fit_head(self.cached or self.features.cache(self._note_skipped), epoch=int(fitted_only))
+            self.head_features = self.cached or self.features.cache(self._note_skipped)
+            self._fit_head(self.head_features, epoch=int(fitted_only))
         return fitted_only
 
     def _fit_head(self, feats: CachedFeatures, *, epoch: int) -> None:
