@@ -72,6 +72,8 @@ def setup_logging(quiet: bool) -> None:
         def format(self, record: logging.LogRecord) -> str:
             return as_flags(super().format(record))
 
+    # MLflow logs each schema migration of a new SQLite store at INFO; `train --tracker mlflow` reports the run itself
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     log = logging.getLogger("transferkit")
     if not any(getattr(h, "_transferkit", False) for h in log.handlers):
         handler = _CurrentStderr()

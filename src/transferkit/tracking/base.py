@@ -47,6 +47,7 @@ class Tracker:
     title: ClassVar[str] = "no tracker"
 
     def __init__(self, *, uri: str | None = None, experiment: str = "transferkit"):
+        self._library()  # a missing extra fails here, before any training
         self.uri, self.experiment = uri, experiment
         self.run_dir: Path | None = None
         self.reporter = Reporter()
@@ -108,6 +109,11 @@ class Tracker:
         self.close(status)
 
     # -- what subclasses implement ----------------------------------------------------------------
+    @staticmethod
+    def _library():
+        """The tracking library's entry point (imported here); raises MissingDependencyError without its extra."""
+        return None
+
     def _open(self) -> None:
         pass
 

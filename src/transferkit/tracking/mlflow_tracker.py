@@ -44,19 +44,16 @@ class MLflowTracker(Tracker):
 
     def __init__(self, *, uri: str | None = None, experiment: str = "transferkit"):
         super().__init__(uri=uri, experiment=experiment)
-        _client_class()  # a missing extra fails here, before any training
         self.tracking_uri: str | None = None
         self.experiment_id: str | None = None
         self.run_id: str | None = None
         self._client = None
 
-    def _open(self) -> None:
-        import logging
+    @staticmethod
+    def _library():
+        return _client_class()
 
-        # MLflow logs each schema migration of a new SQLite store at INFO; transferkit reports the run itself
-        db_log = logging.getLogger("mlflow.store.db.utils")
-        if db_log.level == logging.NOTSET:
-            db_log.setLevel(logging.WARNING)
+    def _open(self) -> None:
         uri = self.uri or default_uri(self.run_dir)
         self.tracking_uri = uri
         scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
@@ -70,7 +67,7 @@ class MLflowTracker(Tracker):
         try:
             if db is not None:
                 db.parent.mkdir(parents=True, exist_ok=True)
-            self._client = _client_class()(tracking_uri=uri)
+            self._client = self._library()(tracking_uri=uri)
             exp = self._client.get_experiment_by_name(self.experiment)
             if exp is None:
                 location = (db.parent / ARTIFACTS_DIR / _slug(self.experiment)).resolve().as_uri() if db is not None else None

@@ -33,10 +33,13 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, *, uri: str | None = None, experiment: str = "transferkit"):
         super().__init__(uri=uri, experiment=experiment)
-        _summary_writer()  # a missing extra fails here, before any training
         self.log_dir: Path | None = None
         self._writer = None
         self._params: dict[str, Any] = {}
+
+    @staticmethod
+    def _library():
+        return _summary_writer()
 
     def _open(self) -> None:
         saved = self.previous.get("log_dir")
@@ -59,7 +62,7 @@ class TensorBoardTracker(Tracker):
 
     def _start(self, params: dict[str, Any], *, epoch: int) -> None:
         # A resumed run drops what a killed one logged after its last checkpoint, so no step is logged twice.
-        self._writer = _summary_writer()(log_dir=str(self.log_dir), purge_step=epoch + 1 if epoch else None)
+        self._writer = self._library()(log_dir=str(self.log_dir), purge_step=epoch + 1 if epoch else None)
         self._params = params
         if not self.previous:
             rows = "".join(f"| {k} | {v.replace('|', '/')} |\n" for k, v in flatten_params(params, max_length=500).items())

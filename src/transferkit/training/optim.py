@@ -22,7 +22,7 @@ def param_groups(strategy, model, cfg) -> list[dict[str, Any]]:
     """
     groups = strategy.param_groups(model, head_lr=cfg.head_lr, backbone_lr=cfg.backbone_lr)
     groups = [{"params": list(g["params"]), "lr": g["lr"], "name": g.get("name", f"group{i}")} for i, g in enumerate(groups)]
-    decay = getattr(cfg, "layer_decay", None)
+    decay = cfg.layer_decay
     if decay is None or decay == 1.0:
         return groups
     backbone = model.backbone
@@ -65,7 +65,7 @@ def make_optimizer(strategy, model, cfg, epoch: int, previous: torch.optim.Optim
 
 def make_criterion(cfg) -> nn.Module:
     """Cross-entropy with ``cfg.label_smoothing`` (it takes class probabilities too, as mixup makes)."""
-    return nn.CrossEntropyLoss(label_smoothing=getattr(cfg, "label_smoothing", 0.0))
+    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
 
 class BatchMixer:
@@ -105,7 +105,7 @@ def train_transform(preprocessing, cfg):
     if not cfg.augment:
         return preprocessing.eval_transform()
     base = preprocessing.train_transform()
-    policy = getattr(cfg, "auto_augment", "none")
+    policy = cfg.auto_augment
     if policy == "none":
         return base
     from torchvision import transforms as T

@@ -179,6 +179,7 @@ class _Trainer:
             from .lr_sweep import apply_auto_lr
 
             cfg = apply_auto_lr(self, fitted_only)
+        self.head_features = None  # only the LR finder reuses them; an image run need not hold them in memory
         stopped_early = False
         for epoch in range(p.epoch + 1, (p.epoch if fitted_only else cfg.epochs) + 1):
             if self.strategy.on_epoch_start(self.model, epoch, self.optimizer):
@@ -302,9 +303,7 @@ class _Trainer:
     def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
         cfg, model, device = self.cfg, self.model, self.ctx.device
         loader = self.train_loader(epoch)
-        self.strategy.set_train_mode(model)
-        if cfg.freeze_bn:
-            freeze_batchnorm(model)
+        self.set_train_mode()
         amp_dtype = training_autocast_dtype(device, cfg.precision, model)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         total_loss, correct, n = 0.0, 0, 0
@@ -322,6 +321,12 @@ class _Trainer:
         if n == 0:
             raise DataError(f"None of the training images under {self.splits.root} could be decoded. Check the files.")
         return total_loss / n, correct / n, n
+
+    def set_train_mode(self) -> None:
+        """The strategy's train/eval modes, then BatchNorm statistics frozen (``freeze_bn``)."""
+        self.strategy.set_train_mode(self.model)
+        if self.cfg.freeze_bn:
+            freeze_batchnorm(self.model)
 
     def train_loader(self, epoch: int):
         """The training images of ``epoch``: its shuffle, the recipe's augmentation, decoded in worker processes."""
