@@ -199,6 +199,11 @@ def _strategy_summary(run) -> dict[str, Any]:
                                  f"(steepest {found['steepest']:.2e})")
     elif found.get("skipped"):
         info["learning rate"] = "LR finder skipped: " + found["skipped"]
+    size = m.get("input_size") or {}
+    if size:
+        info["input size"] = f"{size['size']} px: {size['reason']}"
+    if m.get("ema"):
+        info["weight EMA"] = f"decay {m['ema']:g}"
     inference = m.get("inference")
     if inference:
         info["frozen-feature inference"] = f"{inference.get('backend')} {inference.get('precision')}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -55,6 +56,13 @@ class Preprocessing:
             mean=tuple(float(x) for x in d["mean"]),  # type: ignore[arg-type]
             std=tuple(float(x) for x in d["std"]),  # type: ignore[arg-type]
         )
+
+    def at_size(self, size: int) -> Preprocessing:
+        """This preprocessing for another input size, the resize scaled alike (resize/crop ratio kept)."""
+        if size == self.input_size:
+            return self
+        return Preprocessing(input_size=size, resize_size=math.ceil(size * self.resize_size / self.input_size),
+                             interpolation=self.interpolation, mean=self.mean, std=self.std)
 
     def eval_transform(self):
         """Resize, centre crop, to tensor, normalise (torchvision transform)."""

@@ -43,6 +43,8 @@ def models_cmd(
 
 
 #: Extra names of some training options on the command line (short flags, the historical ``--workers``).
+#: Options whose command-line type differs from the field's (``--input-size auto`` or a number).
+_CLI_TYPES = {"input_size": str}
 _ALIASES = {"model": ("-m",), "strategy": ("-s",), "epochs": ("-e",), "batch_size": ("-b",), "num_workers": ("--workers",)}
 
 
@@ -85,7 +87,8 @@ def _register_train() -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         names = (f"{flag}/--no-{flag[2:]}",) if hints[f.name] is bool else (flag, *_ALIASES.get(f.name, ()))
-        params.append(inspect.Parameter(f.name, kw, annotation=hints[f.name], default=typer.Option(f.default, *names, help=doc)))
+        params.append(inspect.Parameter(f.name, kw, annotation=_CLI_TYPES.get(f.name, hints[f.name]),
+                                      default=typer.Option(f.default, *names, help=doc)))
     params += [
         inspect.Parameter("resume", kw, annotation=bool, default=typer.Option(
             False, "--resume", help="Continue the run in --out from its last completed epoch.")),

@@ -46,12 +46,6 @@ def sample_batch(pre: Preprocessing, count: int = max(PARITY_BATCHES)) -> torch.
     return torch.stack([transform(load_image(p)) for p in sample_images(count)])
 
 
-def at_size(pre: Preprocessing, size: int) -> Preprocessing:
-    """``pre`` for another input size, the resize scaled alike."""
-    return Preprocessing(input_size=size, resize_size=math.ceil(size * pre.resize_size / pre.input_size),
-                         interpolation=pre.interpolation, mean=pre.mean, std=pre.std)
-
-
 def reference(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Eager fp32 PyTorch's first output, ``(B, D)``."""
     with torch.inference_mode():
@@ -79,7 +73,7 @@ def check_parity(module: nn.Module, path: str | os.PathLike, pre: Preprocessing,
         cannot run the file at a batch size gives ``"error"`` and ``ok`` False.
     """
     size = size or pre.input_size
-    x = sample_batch(pre if size == pre.input_size else at_size(pre, size), max(batches))
+    x = sample_batch(pre.at_size(size), max(batches))
     refs = {b: reference(module, x[:b]) for b in batches}
     results = []
     for runtime in runtimes:

@@ -46,6 +46,7 @@ class Progress:
         inference: backend and precision of the frozen features, repeated on resume.
         lr_find: what the LR finder suggested and chose (``lr="auto"``), or empty.
         head_fit: how the head was fitted on the frozen features before epoch 1 (``head_init="fit"``), or empty.
+        input_size: the input size chosen and why (``input_size="auto"``), repeated on resume.
     """
 
     epoch: int = 0
@@ -58,6 +59,7 @@ class Progress:
     inference: dict[str, str] = field(default_factory=dict)
     head_fit: dict[str, Any] = field(default_factory=dict)
     lr_find: dict[str, Any] = field(default_factory=dict)
+    input_size: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> Progress:
@@ -65,7 +67,7 @@ class Progress:
                    best_epoch=int(state["best_epoch"]), bad_epochs=int(state["bad_epochs"]),
                    skipped=dict(state.get("skipped", {})), train_seconds=float(state.get("train_seconds", 0.0)),
                    inference=dict(state.get("inference") or {}), head_fit=dict(state.get("head_fit") or {}),
-                   lr_find=dict(state.get("lr_find") or {}))
+                   lr_find=dict(state.get("lr_find") or {}), input_size=dict(state.get("input_size") or {}))
 
 
 @dataclass
@@ -142,9 +144,10 @@ def load_resume(out_dir: Path) -> Resume:
     return resume
 
 
-def save_checkpoint(out_dir: Path, progress: Progress, *, model, optimizer, scheduler, strategy) -> None:
+def save_checkpoint(out_dir: Path, progress: Progress, *, model, optimizer, scheduler, strategy, ema=None) -> None:
     state = {**asdict(progress), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler is not None else {}, "strategy": strategy.state_dict()}
+             "scheduler": scheduler.state_dict() if scheduler is not None else {}, "strategy": strategy.state_dict(),
+             "ema": ema.state_dict() if ema is not None else None}
     with atomic_path(out_dir / CHECKPOINT_FILE) as tmp:
         torch.save(state, str(tmp))
 

@@ -53,6 +53,11 @@ class TrainConfig:
     freeze_bn: bool = _opt(True, "Keep BatchNorm running statistics fixed (eval mode) while fine-tuning; their affine "
                                  "weights still train. Batch statistics of small batches move the features the fitted "
                                  "head was fitted on (BENCHMARKS.md, issue 22).")
+    ema: float = _opt(0.0, "Weight EMA decay while fine-tuning (0: off; 0.999 is common): validation, the best model and "
+                           "the saved weights use the average, warmed up as min(D, (1+t)/(10+t)) over steps t.")
+    input_size: int | str = _opt("auto", "The network's input side in px, or auto: the weights' size, unless the training "
+                                         "images' median shorter side is at most half of it; then 2x that side (at least "
+                                         "64), recorded in the run (BENCHMARKS.md, issue 22).")
     label_smoothing: float = _opt(0.0, "Label smoothing of the cross-entropy (0: off; 0.1 is common).")
     patience: int | None = _opt(None, "Stop after this many epochs without a better validation accuracy (default: never).")
     device: str = _opt("auto", "auto, cpu, cuda or mps.")
@@ -75,6 +80,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data = os.fspath(self.data)
         self.weights = os.fspath(self.weights)
+        if isinstance(self.input_size, str) and self.input_size.strip().isdigit():
+            self.input_size = int(self.input_size)  # the command line's text
         self.validate()
 
     @classmethod
@@ -126,6 +133,10 @@ class TrainConfig:
                                                                                               and value >= 1):
                 raise ConfigError(f"`{name}` must be a number >= 0{' and < 1' if name == 'label_smoothing' else ''}; "
                                   f"got {value!r}.")
+        if not isinstance(self.ema, (int, float)) or isinstance(self.ema, bool) or not 0 <= self.ema < 1:
+            raise ConfigError(f"`ema` must be a decay in [0, 1) (0: off; 0.999 is common); got {self.ema!r}.")
+        if self.input_size != "auto" and (not _is_int(self.input_size) or not 16 <= self.input_size <= 2048):
+            raise ConfigError(f"`input_size` must be 'auto' or a side in px from 16 to 2048; got {self.input_size!r}.")
         if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
             raise ConfigError(f"`patience` must be an int >= 1 (or None to disable early stopping); got {self.patience!r}.")
         if self.num_workers is not None and (not _is_int(self.num_workers) or self.num_workers < 0):

@@ -116,11 +116,13 @@ def train_transform(preprocessing, cfg):
     return T.Compose(steps)
 
 
-def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scaler=None, *, mixer: BatchMixer | None = None):
+def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scaler=None, *, mixer: BatchMixer | None = None,
+               ema=None):
     """One optimisation step under autocast (``amp_dtype`` None: fp32); returns ``(loss, logits)``.
 
     ``scaler`` is a ``GradScaler`` for fp16 (see :func:`~transferkit.inference.policy.training_autocast_dtype`);
-    ``mixer`` mixes the batch first (the logits are then those of the mixed images).
+    ``mixer`` mixes the batch first (the logits are then those of the mixed images); ``ema`` (a
+    :class:`~transferkit.training.ema.WeightEMA`) averages the weights in after the step.
     """
     target = y
     if mixer is not None:
@@ -136,4 +138,6 @@ def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scale
     else:
         loss.backward()
         opt.step()
+    if ema is not None:
+        ema.update(model)
     return loss, logits

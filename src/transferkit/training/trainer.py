@@ -26,8 +26,10 @@ from ..tracking import Tracker, open_tracker
 from . import checkpoint as ckpt
 from .config import TrainConfig, head_l2_value
 from .context import RunContext, epoch_seed
+from .ema import WeightEMA, averaged
 from .evaluate import classification_metrics, loss_and_accuracy, predict_logits
 from .features import CachedFeatures, FrozenFeatures, resumed_inference
+from .input_size import choose_input_size, input_note
 from .linear_head import fit_linear_head
 from .model import TransferModel, save_model
 from .optim import BatchMixer, freeze_batchnorm, make_criterion, make_optimizer, train_step, train_transform
@@ -99,6 +101,8 @@ class _Trainer:
         self.splits = discover(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, settings=settings)
         with ctx.seeded(cfg.seed):
             backbone = create_backbone(cfg.model, weights=cfg.weights)
+        backbone.preprocessing, self.progress.input_size = choose_input_size(cfg.input_size, backbone, self.splits.train,
+                                                                             self.progress.input_size)
         with ctx.seeded(cfg.seed):
             model = TransferModel(backbone, len(self.splits.classes))
         self.model = model.to(ctx.device).to(memory_format=torch.channels_last)
@@ -106,7 +110,7 @@ class _Trainer:
         reporter.message(f"Data: {s.root} — {len(s.classes)} classes, {len(s.train)} train / {len(s.val)} val images"
                          + (f", {len(s.skipped)} unreadable skipped" if s.skipped else ""))
         reporter.message(f"Model: {backbone.name} (weights: {backbone.weights_tag}), {backbone.num_features}-d features, "
-                         f"device {ctx.device}")
+                         f"{input_note(self.progress.input_size)}, device {ctx.device}")
         backend, precision = resumed_inference(cfg.backend, cfg.precision, self.progress.inference, ctx.device)
         self.features = FrozenFeatures(self.model.backbone, s, ctx, backend=backend, precision=precision,
                                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, reporter=reporter,
@@ -121,8 +125,11 @@ class _Trainer:
         self.strategy.on_train_start(self.model)
         self.optimizer, self.scheduler = self._make_optimizer(self.progress.epoch + 1)
         self.param_summary = self._describe_params()
+        self.ema = WeightEMA.from_config(cfg)
         if checkpoint is not None:
             self.model.load_state_dict(checkpoint["model"])
+            if self.ema is not None and checkpoint.get("ema"):
+                self.ema.load_state_dict(checkpoint["ema"], self.model)
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             if self.scheduler is not None and checkpoint.get("scheduler"):
                 self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -193,7 +200,8 @@ class _Trainer:
             improved = row["val_accuracy"] > p.best_acc
             if improved:
                 p.best_acc, p.best_epoch, p.bad_epochs = row["val_accuracy"], epoch, 0
-                save_model(self.model, self.out, self._meta())
+                with averaged(self.ema, self.model):  # what was validated is what is saved
+                    save_model(self.model, self.out, self._meta())
             else:
                 p.bad_epochs += 1
             reporter.message(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  train_acc "
@@ -256,20 +264,21 @@ class _Trainer:
 
     def _checkpoint(self, epoch: int) -> None:
         ckpt.save_checkpoint(self.out, self.progress, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                             strategy=self.strategy)
+                             strategy=self.strategy, ema=self.ema)
 
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         t_epoch = time.perf_counter()
         if self.cached is not None:
             train_loss, train_acc, n_seen = self._train_epoch_cached(epoch)
             t_val = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), averaged(self.ema, self.model):
                 self.model.head.eval()
                 val = loss_and_accuracy(self.model.head(self.cached.val), self.cached.val_labels)
         else:
             train_loss, train_acc, n_seen = self._train_epoch(epoch)
             t_val = time.perf_counter()
-            val = loss_and_accuracy(*self._predict(self.splits.val))
+            with averaged(self.ema, self.model):
+                val = loss_and_accuracy(*self._predict(self.splits.val))
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         if self.scheduler is not None:
             self.scheduler.step()
@@ -290,11 +299,9 @@ class _Trainer:
         for batch in self._epoch_batches(len(feats.train), epoch):
             idx = torch.tensor(batch, device=self.ctx.device)
             x, y = feats.train[idx], feats.train_labels[idx]
-            logits = head(x)
-            loss = self.criterion(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, logits = train_step(head, opt, self.criterion, x, y, None)
+            if self.ema is not None:  # the average is over the whole model's weights (the backbone's stay constant)
+                self.ema.update(self.model)
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             n += len(y)
@@ -313,7 +320,8 @@ class _Trainer:
                 if x is not None:
                     x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
-                    loss, logits = train_step(model, self.optimizer, self.criterion, x, y, amp_dtype, scaler, mixer=self.mixer)
+                    loss, logits = train_step(model, self.optimizer, self.criterion, x, y, amp_dtype, scaler,
+                                              mixer=self.mixer, ema=self.ema)
                     total_loss += loss.item() * len(y)
                     correct += int((logits.argmax(1) == y).sum())
                     n += len(y)
@@ -376,7 +384,7 @@ class _Trainer:
             "auto": self.auto, "parameters": self.param_summary, "dataset": self.splits.summary(),
             "confusion_matrix": cm, "device": str(self.ctx.device), "model": self.cfg.model,
             "inference": self.features.info if self.cached is not None else None, "head_fit": p.head_fit or None,
-            "lr_find": p.lr_find or None,
+            "lr_find": p.lr_find or None, "input_size": p.input_size, "ema": self.cfg.ema or None,
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
