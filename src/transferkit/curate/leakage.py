@@ -104,3 +104,27 @@ def find_leakage(*, train_paths: list[str], eval_paths: list[str], train_digests
                             "similarity": round(float(sims[j]), 6), "kind": "near"}
     pairs = sorted(found.values(), key=lambda p: (-p["similarity"], p["eval"]))[:MAX_LISTED]
     return LeakageReport(num_exact, len(found) - num_exact, threshold, pairs)
+
+
+def split_leakage(splits: Any, reporter: Any = None) -> dict[str, Any]:
+    """Exact leakage between a run's train and val images (content digests), warned through ``reporter``; the record for metrics.json.
+
+    Near copies need the features mapped to files, which the cached features do not carry yet: exact only here.
+    """
+    from .._hashing import file_digest
+
+    def digests(paths):
+        out = []
+        for p in paths:
+            try:
+                out.append(file_digest(p))
+            except OSError:  # unreadable files are the loader's to report
+                out.append("")
+        return out
+
+    train, val = [str(p) for p in splits.train.paths], [str(p) for p in splits.val.paths]
+    report = find_leakage(train_paths=train, eval_paths=val, train_digests=digests(train), eval_digests=digests(val))
+    msg = report.warning("val")
+    if msg and reporter is not None:
+        reporter.warning(msg, num_leaked=report.num_leaked)
+    return report.to_dict() | {"checked": "exact"}

@@ -16,6 +16,7 @@ import torch
 
 from .._io import write_json_atomic
 from ..backbones import create_backbone
+from ..curate.leakage import split_leakage
 from ..data.folders import ImageSet, discover
 from ..data.loading import make_loader
 from ..errors import DataError
@@ -376,7 +377,7 @@ class _Trainer:
             "auto": self.auto, "parameters": self.param_summary, "dataset": self.splits.summary(),
             "confusion_matrix": cm, "device": str(self.ctx.device), "model": self.cfg.model,
             "inference": self.features.info if self.cached is not None else None, "head_fit": p.head_fit or None,
-            "lr_find": p.lr_find or None,
+            "lr_find": p.lr_find or None, "leakage": split_leakage(self.splits, self.reporter),
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
