@@ -44,6 +44,7 @@ _EXPORTS = {
     "project": "viz", "plot_png": "viz", "plot_html": "viz", "Projection": "viz", "check_projection_method": "viz",
     "lr_find": "training.lr_find", "LRFindResult": "training.lr_find",
     "pipeline": "workflow", "PipelineResult": "workflow",
+    "find_duplicates": "curate.duplicates", "DuplicateReport": "curate.duplicates",
     "export_model": "export", "ExportResult": "export", "ExportMetadata": "export", "read_export_metadata": "export",
     # diagnostics
     "system_report": "doctor",

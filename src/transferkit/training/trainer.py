@@ -16,6 +16,7 @@ import torch
 
 from .._io import write_json_atomic
 from ..backbones import create_backbone
+from ..curate.leakage import split_leakage
 from ..data.folders import ImageSet, discover
 from ..data.loading import make_loader
 from ..errors import DataError
@@ -385,6 +386,7 @@ class _Trainer:
             "confusion_matrix": cm, "device": str(self.ctx.device), "model": self.cfg.model,
             "inference": self.features.info if self.cached is not None else None, "head_fit": p.head_fit or None,
             "lr_find": p.lr_find or None, "input_size": p.input_size, "ema": self.cfg.ema or None,
+            "leakage": split_leakage(self.splits, self.reporter),
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)

@@ -1,0 +1,41 @@
+"""Commands: duplicates (thin calls of the public API)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import console, print_json, setup_logging
+from ._root import app
+
+
+@app.command()
+def duplicates(
+    store: Path = typer.Argument(..., help="Embedding store folder."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Cosine similarity at or above which images are near duplicates."),
+    split: str | None = typer.Option(None, "--split", help="Only images of this split."),
+    json_out: bool = typer.Option(False, "--json", help="Print the groups as JSON."),
+    out: Path | None = typer.Option(None, "--out", help="Write an HTML page of the groups with thumbnails (works offline)."),
+) -> None:
+    """Find exact and near-duplicate images in STORE, grouped, with the copy to keep."""
+    import transferkit as tk
+    from transferkit.curate.duplicates import DEFAULT_THRESHOLD
+    from transferkit.curate.pages import duplicates_html, write_page
+
+    setup_logging(False)
+    report = tk.find_duplicates(store, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, split=split)
+    if out is not None:
+        write_page(duplicates_html(report), out)
+    if json_out:
+        print_json(report.to_dict())
+        return
+    c = console()
+    c.print(f"{len(report.groups)} duplicate groups, {report.num_removable} removable of {report.num_images} images "
+            f"(cosine >= {report.threshold}).", markup=False)
+    for g in report.groups:
+        c.print(f"{g.kind:>5}  keep {g.paths[0]}", markup=False)
+        for p in g.paths[1:]:
+            c.print(f"        remove {p}", markup=False)
+    if out is not None:
+        c.print(f"Page: {out}", markup=False)

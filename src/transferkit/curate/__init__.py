@@ -1,0 +1,1 @@
+"""Dataset curation from embeddings: duplicates (and, later, leakage, label issues, outliers)."""

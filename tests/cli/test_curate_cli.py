@@ -1,0 +1,50 @@
+"""CLI: duplicates driven in-process (text, JSON, the HTML page, a bad threshold)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transferkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def dup_store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dups")
+    rng = np.random.default_rng(0)
+    folder = tmp / "data" / "train" / "noise"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3)).astype("uint8")).save(folder / f"{i}.png")
+    shutil.copy(folder / "0.png", folder / "copy_of_0.png")  # same bytes
+    store = tmp / "store"
+    assert main(["embed", str(tmp / "data"), "--model", "tiny_cnn", "--store", str(store), "--quiet"]) == 0
+    return store
+
+
+def test_duplicates_json_groups_the_exact_copy(dup_store, capsys):
+    assert main(["duplicates", str(dup_store), "--threshold", "0.999999", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_images"] == 5 and report["num_groups"] == 1 and report["num_removable"] == 1
+    group = report["groups"][0]
+    assert group["kind"] == "exact"
+    assert group["paths"][0].endswith("0.png") and group["paths"][1].endswith("copy_of_0.png")  # shorter path kept
+
+
+def test_duplicates_page_is_self_contained(dup_store, tmp_path, capsys):
+    page = tmp_path / "dups.html"
+    assert main(["duplicates", str(dup_store), "--threshold", "0.999999", "--out", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "1 duplicate groups, 1 removable of 5 images" in out and "remove" in out
+    text = page.read_text()
+    assert text.count("data:image/jpeg;base64,") == 2 and "http" not in text
+
+
+def test_duplicates_bad_threshold_is_a_one_line_usage_error(dup_store, capsys):
+    assert main(["duplicates", str(dup_store), "--threshold", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "threshold" in err and "(0, 1]" in err and "Traceback" not in err
