@@ -91,7 +91,7 @@ def test_bad_ema_is_a_config_error(value):
 @pytest.mark.parametrize(("side", "weights", "size"), [
     (64, 224, 128),  # eurosat tiles
     (28, 224, MIN_SIZE),  # mnist digits: 2x is 56, below the floor
-    (40, 224, 96),  # 80 rounded up to a multiple of 32
+    (80, 224, 160),  # 2x, rounded up to a multiple of 32
     (112, 224, 224),  # exactly half: 2x is the weights' size anyway
     (150, 224, 224),  # not small
     (None, 224, 224),  # nothing measured

@@ -57,7 +57,7 @@ class TrainConfig:
                            "the saved weights use the average, warmed up as min(D, (1+t)/(10+t)) over steps t.")
     input_size: int | str = _opt("auto", "The network's input side in px, or auto: the weights' size, unless the training "
                                          "images' median shorter side is at most half of it; then 2x that side (at least "
-                                         "64), recorded in the run (BENCHMARKS.md, issue 22).")
+                                         "128), recorded in the run (BENCHMARKS.md, issue 22).")
     label_smoothing: float = _opt(0.0, "Label smoothing of the cross-entropy (0: off; 0.1 is common).")
     patience: int | None = _opt(None, "Stop after this many epochs without a better validation accuracy (default: never).")
     device: str = _opt("auto", "auto, cpu, cuda or mps.")
