@@ -139,3 +139,16 @@ def runner_bf16_flags(monkeypatch) -> list[bool]:
 
     monkeypatch.setattr(InferenceRunner, "__init__", spy)
     return seen
+
+
+@pytest.fixture
+def stop_after_epoch():
+    """``stop_after_epoch(n)``: a progress callback that interrupts training (KeyboardInterrupt) once epoch ``n`` is
+    reported, as a user's Ctrl-C would."""
+    def factory(n: int):
+        def callback(event):
+            if event.kind == "message" and event.data.get("epoch") == n and "val_accuracy" in event.data:
+                raise KeyboardInterrupt
+        return callback
+
+    return factory

@@ -64,16 +64,12 @@ def test_train_with_ema_saves_the_validated_average(split_data, tmp_path):
     assert run.evaluate(split_data, quiet=True, num_workers=0)["accuracy"] == pytest.approx(float(best["val_accuracy"]))
 
 
-def test_ema_resumed_mid_run_matches_an_uninterrupted_run(split_data, tmp_path):
+def test_ema_resumed_mid_run_matches_an_uninterrupted_run(split_data, tmp_path, stop_after_epoch):
     cfg = {**FAST, "epochs": 3, "ema": 0.95}
     full = tk.train(split_data, out=tmp_path / "full", quiet=True, **cfg)
 
-    def stop_after_epoch_2(event):
-        if event.kind == "message" and event.data.get("epoch") == 2 and "val_accuracy" in event.data:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        tk.train(split_data, out=tmp_path / "cut", progress=stop_after_epoch_2, **cfg)
+        tk.train(split_data, out=tmp_path / "cut", progress=stop_after_epoch(2), **cfg)
     resumed = tk.train(split_data, out=tmp_path / "cut", resume=True, quiet=True, **cfg)
     for a, b in zip(full.history, resumed.history, strict=True):
         assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-4)

@@ -81,16 +81,12 @@ def test_gradual_unfreezes_one_stage_per_epoch_from_the_top(model):
     assert _trainable_stages(other) == [n - 1]  # epoch 2: one stage, restored from the state
 
 
-def test_gradual_resumed_mid_schedule_matches_an_uninterrupted_run(split_data, tmp_path):
+def test_gradual_resumed_mid_schedule_matches_an_uninterrupted_run(split_data, tmp_path, stop_after_epoch):
     cfg = {**{k: v for k, v in FAST.items() if k != "quiet"}, "strategy": "gradual", "epochs": 4, "frozen_epochs": 1}
     full = tk.train(split_data, out=tmp_path / "full", quiet=True, **cfg)
 
-    def stop_after_epoch_2(event):
-        if event.kind == "message" and event.data.get("epoch") == 2 and "val_accuracy" in event.data:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        tk.train(split_data, out=tmp_path / "cut", progress=stop_after_epoch_2, **cfg)
+        tk.train(split_data, out=tmp_path / "cut", progress=stop_after_epoch(2), **cfg)
     resumed = tk.train(split_data, out=tmp_path / "cut", resume=True, quiet=True, **cfg)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     for a, b in zip(full.history, resumed.history):
