@@ -1,7 +1,7 @@
 """Leakage: evaluation images that are exact or near duplicates of training images.
 
-The trainer calls :func:`find_leakage` with the file digests and the cached frozen features of
-its splits; the result is warned about and recorded in ``metrics.json``.
+The trainer calls :func:`split_leakage`, which compares its splits' file digests (exact copies
+only); the result is warned about and recorded in ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..store.search import normalize
 from .duplicates import BLOCK_ELEMENTS, DEFAULT_THRESHOLD, check_threshold
 
 #: Pairs listed in the record (the count is always complete).
@@ -66,11 +67,6 @@ def best_match(queries: np.ndarray, db: np.ndarray, *, block_elements: int = BLO
     return best, sims
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def find_leakage(*, train_paths: list[str], eval_paths: list[str], train_digests: list[str] | None = None,
                  eval_digests: list[str] | None = None, train_features: np.ndarray | None = None,
                  eval_features: np.ndarray | None = None, threshold: float = DEFAULT_THRESHOLD) -> LeakageReport:
@@ -97,7 +93,7 @@ def find_leakage(*, train_paths: list[str], eval_paths: list[str], train_digests
                 found[j] = {"eval": eval_paths[j], "train": train_paths[first[d]], "similarity": 1.0, "kind": "exact"}
     num_exact = len(found)
     if train_features is not None and eval_features is not None and len(train_features) and len(eval_features):
-        best, sims = best_match(_unit(eval_features), _unit(train_features))
+        best, sims = best_match(normalize(eval_features), normalize(train_features))
         for j in np.flatnonzero(sims >= threshold).tolist():
             if j not in found:
                 found[j] = {"eval": eval_paths[j], "train": train_paths[int(best[j])],
