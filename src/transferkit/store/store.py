@@ -27,7 +27,7 @@ from ..errors import CorruptStoreError, ModelMismatchError, StoreError
 from . import _lance
 from ._lance import COLUMNS, TABLE_NAME, table_errors
 from .batching import QueryBatcher
-from .index import AnnIndex, load_index
+from .index import load_index
 from .search import normalize, search_vectors
 
 __all__ = ["COLUMNS", "IDENTITY_KEYS", "META_NAME", "STORE_FORMAT_VERSION", "TABLE_NAME", "EmbeddingStore",
@@ -78,7 +78,7 @@ class EmbeddingStore:
         self._db = None
         self._table = None
         self._cache: dict[str, Any] | None = None
-        self._ann: tuple[int, AnnIndex | None] | None = None  # (store version, its loaded index)
+        self._ann: tuple[int, Any] | None = None  # (store version, its loaded AnnIndex or StreamedIndex)
         self.is_new = False
 
     # ------------------------------------------------------------------ open/create
@@ -290,12 +290,16 @@ class EmbeddingStore:
         tbl = self._scan(columns=["id", "vector"], where=_where(where, label, split))
         return tbl.column("id").to_pylist(), _lance.matrix(tbl.column("vector"), self.dim)
 
-    def snapshot(self) -> dict[str, Any]:
-        """All ids, labels, splits, paths, the vector matrix, ``row_of`` (id -> row) and its ``batcher``, cached until the next write."""
-        if self._cache is None or self._cache["version"] != self.version:
+    def snapshot(self, *, version: int | None = None) -> dict[str, Any]:
+        """All ids, labels, splits, paths, the vector matrix, ``row_of`` (id -> row) and its ``batcher``, cached until the next write.
+
+        ``version``: the store version the caller just read (saves reading it again).
+        """
+        version = self.version if version is None else version
+        if self._cache is None or self._cache["version"] != version:
             tbl = self._scan(columns=["id", "path", "relpath", "label", "split", "vector"])
             self._cache = {
-                "version": self.version,
+                "version": version,
                 "id": np.asarray(tbl.column("id").to_pylist(), dtype=object),
                 "path": tbl.column("path").to_pylist(),
                 "relpath": tbl.column("relpath").to_pylist(),
@@ -308,8 +312,11 @@ class EmbeddingStore:
         return self._cache
 
     # ------------------------------------------------------------------ search
-    def ann_index(self, *, version: int | None = None) -> AnnIndex | None:
+    def ann_index(self, *, version: int | None = None):
         """The approximate index, loaded once per store version; ``None`` when none was built or it is out of date.
+
+        An :class:`~transferkit.store.index.AnnIndex`, or for a store bigger than RAM a
+        :class:`~transferkit.store.streamed.StreamedIndex` (``streamed`` true: no positions, row ids).
 
         Args:
             version: the store version the caller just read (:meth:`snapshot` has it); saves
