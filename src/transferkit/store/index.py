@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path, write_json_atomic
-from ..errors import ConfigError, MissingDependencyError, StoreError
+from ..errors import ConfigError, StoreError
 from ..events import Callback, make_reporter
+from . import streamed
+from ._faiss import load as _faiss
 from .search import exact_topk
 
 log = logging.getLogger("transferkit")
@@ -66,14 +68,6 @@ def set_search_param(index, info: dict[str, Any], k: int) -> None:
         _faiss().extract_index_ivf(index).nprobe = int(info.get("nprobe", 16))
     else:
         index.hnsw.efSearch = max(int(info.get("ef_search", HNSW_EF_SEARCH)), k)
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise MissingDependencyError("The approximate index needs faiss. Install it with `pip install faiss-cpu`.") from exc
-    return faiss
 
 
 def _drop_self(found: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -120,8 +114,6 @@ def build_index(store: Any, *, kind: str = "auto", target_recall: float = 0.95, 
     """
     reporter = make_reporter(progress, quiet=quiet)
     faiss = _faiss()
-    from . import streamed
-
     n = len(store)
     if n == 0:
         raise StoreError(f"The store {store.path} is empty; embed images into it first.")
@@ -247,14 +239,12 @@ def load_index(store: Any):
         return None
     try:
         info = json.loads(meta_path.read_text(encoding="utf-8"))
-        if info.get("kind") == "faiss-ivf-pq-ip-streamed":
-            from .streamed import load_streamed
-
+        if info.get("kind") == streamed.KIND:
             if info.get("store_version") != store.version:
                 log.warning("The ANN index of %s is out of date (the store changed since it was built); using exact "
                             "search. Hint: rebuild the index.", path)
                 return None
-            return load_streamed(path / INDEX_FILE, info, store)
+            return streamed.load_streamed(path / INDEX_FILE, info, store)
         faiss = _faiss()
         index = faiss.read_index(str(path / INDEX_FILE))
         ids = np.load(path / INDEX_IDS_FILE, allow_pickle=False)

@@ -188,10 +188,7 @@ def search_vectors(store: Any, query, *, top_k: int = 5, label: str | None = Non
     version = store.version
     index = store.ann_index(version=version)
     if getattr(index, "streamed", False):  # a store bigger than RAM: never a snapshot of its vectors
-        from .store import _where
-        from .streamed import search_streamed
-
-        found = search_streamed(store, index, q, top_k + len(exclude), exact=exact, where=_where(None, label, split))
+        found = index.search_rows(store, q, top_k + len(exclude), exact=exact, label=label, split=split)
         found = [(s, row) for s, row in found if row["id"] not in exclude][:top_k]
         return [{"rank": r + 1, "score": s, **{c: str(row[c]) for c in ("id", "path", "relpath", "label", "split")}}
                 for r, (s, row) in enumerate(found)]

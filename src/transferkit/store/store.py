@@ -25,7 +25,7 @@ from .. import __version__
 from .._io import read_json_object, write_json_atomic
 from ..errors import CorruptStoreError, ModelMismatchError, StoreError
 from . import _lance
-from ._lance import COLUMNS, TABLE_NAME, table_errors
+from ._lance import COLUMNS, TABLE_NAME, sql_quote, table_errors, where_clause
 from .batching import QueryBatcher
 from .index import load_index
 from .search import normalize, search_vectors
@@ -39,11 +39,6 @@ META_NAME = "transferkit_store.json"
 IDENTITY_KEYS = ("backbone", "weights", "weights_digest", "preprocessing", "dim", "resize")
 #: What a model id without the key meant (stores written before the key existed resized with PyTorch's uint8 kernel).
 IDENTITY_DEFAULTS = {"resize": "torch-uint8"}
-
-
-def sql_quote(value: str) -> str:
-    """Quote a string literal for a LanceDB filter."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def describe_model(model_id: dict[str, Any]) -> str:
@@ -266,7 +261,7 @@ class EmbeddingStore:
     def rows(self, *, columns: Sequence[str] | None = None, where: str | None = None, label: str | None = None,
              split: str | None = None) -> list[dict[str, Any]]:
         """Rows as dicts (optionally only ``columns``, filtered by an SQL ``where`` and/or label/split)."""
-        tbl = self._scan(columns=columns, where=_where(where, label, split))
+        tbl = self._scan(columns=columns, where=where_clause(where, label, split))
         return tbl.to_pylist()
 
     @table_errors("read")
@@ -287,7 +282,7 @@ class EmbeddingStore:
 
     def vectors(self, where: str | None = None, *, label: str | None = None, split: str | None = None) -> tuple[list[str], np.ndarray]:
         """``(ids, matrix)``: the (normalised, float32) vectors of the matching rows."""
-        tbl = self._scan(columns=["id", "vector"], where=_where(where, label, split))
+        tbl = self._scan(columns=["id", "vector"], where=where_clause(where, label, split))
         return tbl.column("id").to_pylist(), _lance.matrix(tbl.column("vector"), self.dim)
 
     def snapshot(self, *, version: int | None = None) -> dict[str, Any]:
@@ -347,12 +342,3 @@ class EmbeddingStore:
             ConfigError: zero query vector, wrong dimension, ``top_k`` < 1.
         """
         return search_vectors(self, query, top_k=top_k, label=label, split=split, exact=exact, exclude_ids=exclude_ids)
-
-
-def _where(where: str | None, label: str | None, split: str | None) -> str | None:
-    parts = [f"({where})"] if where else []
-    if label is not None:
-        parts.append(f"label = {sql_quote(label)}")
-    if split is not None:
-        parts.append(f"split = {sql_quote(split)}")
-    return " AND ".join(parts) or None

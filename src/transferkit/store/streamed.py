@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path, write_json_atomic
-from ._lance import matrix, table_errors
+from ._faiss import load as _faiss
+from ._lance import matrix, table_errors, where_clause
 from .search import exact_topk
 
 #: ``kind="auto"`` streams (IVF-PQ) once the float32 vector matrix would take this many bytes (~2M x 512).
@@ -59,11 +60,17 @@ class StreamedIndex:
         _, cand = self.index.search(queries, min(want, self.index.ntotal))
         return rerank(store, queries, cand, k, columns=META_COLUMNS if columns is None else columns)
 
-
-def _faiss():
-    from .index import _faiss as load
-
-    return load()
+    def search_rows(self, store: Any, q: np.ndarray, want: int, *, exact: bool = False, label: str | None = None,
+                    split: str | None = None) -> list[tuple[float, dict[str, Any]]]:
+        """``[(score, row)]`` best first for one normalised query: through the index, or (``exact``, a
+        label or split filter) by a chunked exact scan of the table."""
+        where = where_clause(None, label, split)
+        if exact or where:
+            ids, scores = streamed_topk(store, q[None, :], want, where=where)
+            rows = rows_by_id(store, ids, META_COLUMNS)
+        else:
+            ids, scores, rows = self.search_store(store, q[None, :], want)
+        return [(float(s), rows[int(i)]) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) in rows]
 
 
 @table_errors("read")
@@ -233,15 +240,3 @@ def load_streamed(path: Path, info: dict[str, Any], store: Any) -> StreamedIndex
     if index.d != store.dim:
         return None
     return StreamedIndex(index, info)
-
-
-def search_streamed(store: Any, ann: StreamedIndex, q: np.ndarray, want: int, *, exact: bool = False,
-                    where: str | None = None) -> list[tuple[float, dict[str, Any]]]:
-    """``[(score, row)]`` best first for one normalised query: through ``ann``, or (``exact`` or a
-    ``where`` filter) by a chunked exact scan of the table."""
-    if exact or where:
-        ids, scores = streamed_topk(store, q[None, :], want, where=where)
-        rows = rows_by_id(store, ids, META_COLUMNS)
-    else:
-        ids, scores, rows = ann.search_store(store, q[None, :], want)
-    return [(float(s), rows[int(i)]) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) in rows]
