@@ -9,10 +9,12 @@ extends and serves the other's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,8 @@ def _resources(ray, workers: int, gpus_per_worker: float) -> tuple[float, float]
 def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, storage_version: str | None, workers: int,
                   gpus_per_worker: float, batch_size: int, fragment_rows: int, max_pixels: int | None, task):
     """Decode, embed and write ``todo``; yields the write stage's batches as they finish."""
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
-    DataContext.get_current().enable_progress_bars = False  # the reporter renders progress
     actor_cpus, task_cpus = _resources(ray, workers, gpus_per_worker)
     items = [{"id": e.id, "path": str(e.path), "relpath": e.relpath, "label": e.label, "split": e.split} for e in todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
@@ -75,14 +76,34 @@ def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, stor
                         fn_kwargs={"preprocessing": pre, "exact": recipe["resize"] == "pil-exact", "max_pixels": max_pixels})
     ds = ds.map_batches(EmbedActor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=workers),
                         num_cpus=actor_cpus, num_gpus=gpus_per_worker or None,
-                        fn_constructor_kwargs={"recipe": recipe, "expected_items": len(items)},
-                        max_restarts=-1, max_task_retries=-1)  # a killed actor is replaced and its batch retried
+                        fn_constructor_kwargs={"recipe": recipe, "expected_items": len(items)})
+    # Ray Data restarts a killed actor and retries its batch (max_restarts=-1, max_task_retries=-1 by default);
+    # a task retried after writing leaves orphan fragment files that no commit references
     ds = ds.map_batches(write_batch, batch_size=fragment_rows, batch_format="numpy", num_cpus=task_cpus,
                         fn_kwargs={"uri": uri, "dim": dim, "storage_version": storage_version})
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         if task is not None:
             task.advance(len(batch["id"]))
         yield batch
+
+
+@contextlib.contextmanager
+def _quiet_ray_data(quiet: bool):
+    """No Ray Data progress bars (the reporter renders progress), and no execution log lines when ``quiet``."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.print_on_execution_start
+    ray_log = logging.getLogger("ray.data")
+    level = ray_log.level
+    ctx.enable_progress_bars, ctx.print_on_execution_start = False, not quiet
+    if quiet:
+        ray_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+        ray_log.setLevel(level)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -112,6 +133,30 @@ def _agreed_inference(infos: set[str], recorded: dict[str, Any] | None, store) -
         raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} {recorded['precision']}, "
                                  f"but the Ray workers used {used['backend']} {used['precision']}. Embed into a new store.")
     return decided[0]
+
+
+@dataclass
+class _Job:
+    """What the workers did, gathered on the driver: the fragments to commit and the rows to delete."""
+
+    delete_ids: set[str]
+    fragments: list[str] = field(default_factory=list)
+    embedded: list[str] = field(default_factory=list)
+    infos: set[str] = field(default_factory=set)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def take(self, batch: dict[str, Any], plan) -> None:
+        """Add a batch of the write stage's output (see :func:`~.ray_stages.write_batch`)."""
+        self.fragments += [f for cell in batch["fragments"] if cell for f in json.loads(cell)]
+        for row_id, ok, path, reason, info in zip(batch["id"], batch["ok"], batch["path"], batch["reason"], batch["inference"]):
+            row_id = str(row_id)
+            if ok:
+                self.embedded.append(row_id)
+                self.infos.add(str(info))
+            else:
+                self.skipped[str(path)] = str(reason)
+            if plan.is_update(row_id):
+                self.delete_ids.add(row_id)  # replaced by its new row, or dropped: the file is unreadable now
 
 
 def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.PathLike, *, address: str | None = None,
@@ -167,32 +212,22 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     uri = table_uri(str(store.path))
     dataset = lance.dataset(uri)
     read_version, storage_version = int(dataset.version), dataset.data_storage_version
-    existing = {r["id"]: r for r in store.rows(columns=list(PLAN_COLUMNS))}
+    # the plan reads the version the job commits on top of: a concurrent writer makes the commit conflict, not mix
+    existing = {r["id"]: r for r in dataset.to_table(columns=list(PLAN_COLUMNS)).to_pylist()}
     plan = plan_embedding(entries, existing)
     report.unchanged = len(plan.unchanged) + len(plan.refresh)
-    fragments: list[str] = []
-    delete_ids = set(plan.stale)
-    infos: set[str] = set()
-    embedded: list[str] = []
-    paths = {e.id: str(e.path) for e in plan.todo}
     t_embed = time.perf_counter()
+    job = _Job(delete_ids=set(plan.stale))
     if plan.todo:
         started = _connect(ray, address, num_workers, quiet)
         task = reporter.task("embed", total=len(plan.todo), description="Embedding on Ray")
         try:
             task.__enter__()
-            for batch in _run_pipeline(ray, plan.todo, recipe, uri=uri, dim=store.dim, storage_version=storage_version,
-                                       workers=num_workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size,
-                                       fragment_rows=fragment_rows, max_pixels=settings.max_pixels, task=task):
-                fragments += [f for cell in batch["fragments"] if cell for f in json.loads(cell)]
-                for row_id, ok, reason, info in zip(batch["id"], batch["ok"], batch["reason"], batch["inference"]):
-                    if ok:
-                        embedded.append(str(row_id))
-                        infos.add(str(info))
-                    else:
-                        report.skipped[paths[str(row_id)]] = str(reason)
-                    if plan.is_update(str(row_id)):
-                        delete_ids.add(str(row_id))  # replaced by its new row, or dropped: the file is unreadable now
+            with _quiet_ray_data(quiet):
+                for batch in _run_pipeline(ray, plan.todo, recipe, uri=uri, dim=store.dim, storage_version=storage_version,
+                                           workers=num_workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size,
+                                           fragment_rows=fragment_rows, max_pixels=settings.max_pixels, task=task):
+                    job.take(batch, plan)
         except Exception as exc:
             cause = _unwrap(exc)
             if cause is not exc:
@@ -202,8 +237,10 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
             task.end()
             if started:
                 ray.shutdown()
+    embedded, fragments, delete_ids = job.embedded, job.fragments, job.delete_ids
+    report.skipped = job.skipped
     if embedded:
-        info = _agreed_inference(infos, recorded, store)
+        info = _agreed_inference(job.infos, recorded, store)
         report.inference = info
         if not recorded:
             store.update_meta(inference={**_inference_record(info), "engine": "ray"})

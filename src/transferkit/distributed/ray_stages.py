@@ -86,7 +86,7 @@ def write_batch(batch: dict[str, np.ndarray], *, uri: str, dim: int, storage_ver
                 storage_options: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Write the readable rows of a batch as uncommitted Lance fragments; per input row, what the driver needs.
 
-    Returns columns ``id``, ``ok``, ``reason``, ``inference`` and ``fragments`` (the JSON list of
+    Returns columns ``id``, ``path``, ``ok``, ``reason``, ``inference`` and ``fragments`` (the JSON list of
     the fragments written, on the first row only, ``""`` elsewhere).
     """
     from .lance_fragments import write_fragments
@@ -100,4 +100,4 @@ def write_batch(batch: dict[str, np.ndarray], *, uri: str, dim: int, storage_ver
     fragments = np.full(n, "", dtype=object)
     if n:
         fragments[0] = json.dumps(frags)
-    return {"id": batch["id"], "ok": ok, "reason": batch["reason"], "inference": batch["inference"], "fragments": fragments}
+    return {"id": batch["id"], "path": batch["path"], "ok": ok, "reason": batch["reason"], "inference": batch["inference"], "fragments": fragments}
