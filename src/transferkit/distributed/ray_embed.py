@@ -70,11 +70,12 @@ def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, stor
 
     actor_cpus, task_cpus = _resources(ray, workers, gpus_per_worker)
     items = [{"id": e.id, "path": str(e.path), "relpath": e.relpath, "label": e.label, "split": e.split} for e in todo]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
+    num_batches = max(1, -(-len(items) // batch_size))
+    ds = ray.data.from_items(items, override_num_blocks=num_batches)
     pre = recipe["model_id"]["preprocessing"]
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                         fn_kwargs={"preprocessing": pre, "exact": recipe["resize"] == "pil-exact", "max_pixels": max_pixels})
-    ds = ds.map_batches(EmbedActor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=workers),
+    ds = ds.map_batches(EmbedActor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=min(workers, num_batches)),
                         num_cpus=actor_cpus, num_gpus=gpus_per_worker or None,
                         fn_constructor_kwargs={"recipe": recipe, "expected_items": len(items)})
     # Ray Data restarts a killed actor and retries its batch (max_restarts=-1, max_task_retries=-1 by default);
