@@ -221,6 +221,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     job = _Job(delete_ids=set(plan.stale))
     if plan.todo:
         started = _connect(ray, address, num_workers, quiet)
+        t_embed = time.perf_counter()  # images/s from here: the actors' start-up counts, as the model's build does locally
         task = reporter.task("embed", total=len(plan.todo), description="Embedding on Ray")
         try:
             task.__enter__()
