@@ -15,13 +15,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..config import Settings, resolve_settings
-from ..data.folders import scan_folder
+from ..config import Settings
 from ..errors import ConfigError, MissingDependencyError, ModelMismatchError, TransferKitError
-from ..events import Callback, make_reporter
+from ..events import Callback
 from ..store.store import EmbeddingStore
 from .lance_fragments import commit_job, import_lance, table_uri, write_fragments
 from .ray_stages import EmbedActor, decode_batch, write_batch
@@ -122,14 +120,14 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def _agreed_inference(infos: set[str], recorded: dict[str, Any] | None, store) -> dict[str, Any]:
     """The one backend/precision decision every actor made (and the store's, if it has one)."""
-    from ..embed.local import _inference_record, same_vectors
+    from ..embed.local import inference_record, same_vectors
 
     decided = [json.loads(i) for i in sorted(infos)]
-    records = {json.dumps(_inference_record(d), sort_keys=True) for d in decided}
+    records = {json.dumps(inference_record(d), sort_keys=True) for d in decided}
     if len(records) > 1:
         raise ModelMismatchError(f"The Ray workers embedded with different backends or precisions ({', '.join(sorted(records))}), "
                                  f"so nothing was committed to {store.path}. Set `backend` and `precision` explicitly.")
-    used = _inference_record(decided[0])
+    used = inference_record(decided[0])
     if recorded and not same_vectors(recorded, used):
         raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} {recorded['precision']}, "
                                  f"but the Ray workers used {used['backend']} {used['precision']}. Embed into a new store.")
@@ -185,7 +183,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
         ConfigError: a bad option, or an extractor made from an in-memory model.
         ModelMismatchError, StoreError, DataError: as for :func:`~transferkit.embed_folder`.
     """
-    from ..embed.local import EmbedReport, _inference_record
+    from ..embed.local import EmbedReport, inference_record, start_job
     from ..embed.plan import PLAN_COLUMNS, plan_embedding
 
     t0 = time.perf_counter()
@@ -195,15 +193,8 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     if gpus_per_worker < 0:
         raise ConfigError(f"`gpus_per_worker` must be >= 0; got {gpus_per_worker!r}.")
     ray = import_ray()
-    settings = resolve_settings(settings)
-    reporter = make_reporter(None if isinstance(progress, bool) else progress, quiet=quiet or progress is False)
-    entries = scan_folder(data)
-    data_root = str(Path(data).resolve())
-    store = EmbeddingStore.open_or_create(store_path, model_id=extractor.model_id, source=extractor.source,
-                                          extra={"data_root": data_root})
-    recorded = store.meta.get("inference")
-    if recorded:
-        extractor.pin(recorded, where=f"Store {store.path}")
+    settings, reporter, entries, data_root, store, recorded = start_job(extractor, data, store_path, settings=settings,
+                                                                        progress=progress, quiet=quiet)
     recipe = extractor.recipe
     if gpus_per_worker:
         recipe["device"] = "cuda"
@@ -245,7 +236,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
         info = _agreed_inference(job.infos, recorded, store)
         report.inference = info
         if not recorded:
-            store.update_meta(inference={**_inference_record(info), "engine": "ray"})
+            store.update_meta(inference={**inference_record(info), "engine": "ray"})
     if plan.refresh:  # bytes unchanged, path or label moved: rewritten rows with their vectors, in the same commit
         fragments += _refreshed_fragments(store, plan.refresh, uri=uri, storage_version=storage_version)
         delete_ids.update(e.id for e, _, _ in plan.refresh)
