@@ -151,6 +151,6 @@ def test_cli_embed_on_ray(ray_cluster, tmp_path, capsys):
                  "--workers", "1", "--json", "--quiet"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["added"] == report["num_rows"] == 160 and report["inference"]["backend"] == "torch"
+    assert report["added"] == report["num_rows"] == 160 and report["inference"]["backend"] in ("torch", "openvino")
     assert main(["embed", str(SAMPLE), "--model", "tiny_cnn", "--store", str(tmp_path / "t"), "--workers", "3"]) == 2
     assert "--engine ray" in capsys.readouterr().err

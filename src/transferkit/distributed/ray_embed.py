@@ -61,6 +61,18 @@ def _resources(ray, workers: int, gpus_per_worker: float) -> tuple[float, float]
     return actor, max(0.1, min(1.0, actor / 2))
 
 
+def _bound(cls, **kwargs):
+    """``cls`` with its constructor arguments bound in the class, which Ray pickles with it.
+
+    Passed as ``fn_constructor_kwargs`` instead, they go to the object store, and Ray logs an
+    error line for every restartable actor whose arguments could be lost there.
+    """
+    def __init__(self):
+        cls.__init__(self, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__})
+
+
 def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, storage_version: str | None, workers: int,
                   gpus_per_worker: float, batch_size: int, fragment_rows: int, max_pixels: int | None, task):
     """Decode, embed and write ``todo``; yields the write stage's batches as they finish."""
@@ -73,9 +85,9 @@ def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, stor
     pre = recipe["model_id"]["preprocessing"]
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                         fn_kwargs={"preprocessing": pre, "exact": recipe["resize"] == "pil-exact", "max_pixels": max_pixels})
-    ds = ds.map_batches(EmbedActor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=min(workers, num_batches)),
-                        num_cpus=actor_cpus, num_gpus=gpus_per_worker or None,
-                        fn_constructor_kwargs={"recipe": recipe, "expected_items": len(items)})
+    actor = _bound(EmbedActor, recipe=recipe, expected_items=len(items))
+    ds = ds.map_batches(actor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=min(workers, num_batches)),
+                        num_cpus=actor_cpus, num_gpus=gpus_per_worker or None)
     # Ray Data restarts a killed actor and retries its batch (max_restarts=-1, max_task_retries=-1 by default);
     # a task retried after writing leaves orphan fragment files that no commit references
     ds = ds.map_batches(write_batch, batch_size=fragment_rows, batch_format="numpy", num_cpus=task_cpus,
