@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,13 +46,21 @@ def _connect(ray, address: str | None, workers: int, quiet: bool) -> bool:
     """Join ``address`` (or a Ray this process already runs), else start a local one; True when started here."""
     if ray.is_initialized():
         return False
+    with warnings.catch_warnings():
+        # Ray starts its processes with fork+exec; lance and lancedb (loaded here) warn in the child before the exec
+        warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message="lance is not fork-safe", category=UserWarning)
+        _init(ray, address, workers, quiet)
+    return True
+
+
+def _init(ray, address: str | None, workers: int, quiet: bool) -> None:
     if address:
         ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING)
-        return True
+        return
     # logical CPUs: one per actor plus room for the decoding tasks, even on a machine with fewer cores
     ray.init(num_cpus=max(os.cpu_count() or 1, workers + 1), object_store_memory=LOCAL_OBJECT_STORE_BYTES,
              include_dashboard=False, log_to_driver=not quiet, logging_level=logging.WARNING)
-    return True
 
 
 def _resources(ray, workers: int, gpus_per_worker: float) -> tuple[float, float]:
@@ -59,18 +68,6 @@ def _resources(ray, workers: int, gpus_per_worker: float) -> tuple[float, float]
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     actor = 1.0 if gpus_per_worker else min(1.0, cpus / (workers + 1))
     return actor, max(0.1, min(1.0, actor / 2))
-
-
-def _bound(cls, **kwargs):
-    """``cls`` with its constructor arguments bound in the class, which Ray pickles with it.
-
-    Passed as ``fn_constructor_kwargs`` instead, they go to the object store, and Ray logs an
-    error line for every restartable actor whose arguments could be lost there.
-    """
-    def __init__(self):
-        cls.__init__(self, **kwargs)
-
-    return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__})
 
 
 def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, storage_version: str | None, workers: int,
@@ -85,9 +82,9 @@ def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, stor
     pre = recipe["model_id"]["preprocessing"]
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                         fn_kwargs={"preprocessing": pre, "exact": recipe["resize"] == "pil-exact", "max_pixels": max_pixels})
-    actor = _bound(EmbedActor, recipe=recipe, expected_items=len(items))
-    ds = ds.map_batches(actor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=min(workers, num_batches)),
-                        num_cpus=actor_cpus, num_gpus=gpus_per_worker or None)
+    ds = ds.map_batches(EmbedActor, batch_size=batch_size, batch_format="numpy",
+                        compute=ActorPoolStrategy(size=min(workers, num_batches)), num_cpus=actor_cpus,
+                        num_gpus=gpus_per_worker or None, fn_constructor_kwargs={"recipe": recipe, "expected_items": len(items)})
     # Ray Data restarts a killed actor and retries its batch (max_restarts=-1, max_task_retries=-1 by default);
     # a task retried after writing leaves orphan fragment files that no commit references
     ds = ds.map_batches(write_batch, batch_size=fragment_rows, batch_format="numpy", num_cpus=task_cpus,
@@ -99,17 +96,16 @@ def _run_pipeline(ray, todo, recipe: dict[str, Any], *, uri: str, dim: int, stor
 
 
 @contextlib.contextmanager
-def _quiet_ray_data(quiet: bool):
-    """No Ray Data progress bars (the reporter renders progress), and no execution log lines when ``quiet``."""
+def _quiet_ray_data():
+    """No Ray Data progress bars or execution log lines: the reporter renders the job's progress (errors still show)."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     saved = ctx.enable_progress_bars, ctx.print_on_execution_start
     ray_log = logging.getLogger("ray.data")
     level = ray_log.level
-    ctx.enable_progress_bars, ctx.print_on_execution_start = False, not quiet
-    if quiet:
-        ray_log.setLevel(logging.WARNING)
+    ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
+    ray_log.setLevel(logging.ERROR)
     try:
         yield
     finally:
@@ -228,7 +224,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
         task = reporter.task("embed", total=len(plan.todo), description="Embedding on Ray")
         try:
             task.__enter__()
-            with _quiet_ray_data(quiet):
+            with _quiet_ray_data():
                 for batch in _run_pipeline(ray, plan.todo, recipe, uri=uri, dim=store.dim, storage_version=storage_version,
                                            workers=num_workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size,
                                            fragment_rows=fragment_rows, max_pixels=settings.max_pixels, task=task):
