@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,13 @@ import pytest
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "transferkit" / "sample_data" / "hymenoptera_mini"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """``ray`` joined to a local 2-CPU cluster (shut down at the end of the session)."""
+    """``ray`` joined to a local 2-CPU cluster, shut down after the module (the rest of the suite runs without it)."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("lance")
-    if not ray.is_initialized():
+    with warnings.catch_warnings():  # Ray's fork+exec of its processes, with lance loaded here
+        warnings.filterwarnings("ignore", message="lance is not fork-safe")
         ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -58,3 +58,36 @@ def test_commit_job_replaces_and_deletes_in_one_version(tmp_path):
     assert rows == {"r0": "/p0", "r1": "/changed", "r2": "/p2", "new": "/new"}
     with pytest.raises(StoreError, match="another writer"):  # planned on the old version: refused, not mixed in
         commit_job(uri, read_version=version, fragments=frags, delete_ids=["r0"])
+
+
+def test_actors_must_agree_on_precision(tmp_path):
+    import json
+
+    from transferkit.distributed.ray_embed import _agreed_inference
+    from transferkit.errors import ModelMismatchError
+
+    store = _store(tmp_path)
+    info = lambda backend, precision: json.dumps({"backend": backend, "precision": precision})  # noqa: E731
+    # fp32 vectors of either backend agree within the conversion check, as the local engine allows
+    assert _agreed_inference({info("torch", "fp32"), info("openvino", "fp32")}, None, store)["precision"] == "fp32"
+    with pytest.raises(ModelMismatchError, match="nothing was committed"):
+        _agreed_inference({info("openvino", "bf16"), info("openvino", "fp32")}, None, store)
+    with pytest.raises(ModelMismatchError, match="holds embeddings made with openvino bf16"):
+        _agreed_inference({info("torch", "fp32")}, {"backend": "openvino", "precision": "bf16"}, store)
+
+
+def test_a_workers_transferkit_error_reaches_the_driver_as_itself():
+    from transferkit.distributed.ray_embed import _unwrap
+    from transferkit.errors import ModelMismatchError
+
+    class Wrapped(Exception):  # as Ray's task errors: the cause kept
+        cause = ModelMismatchError("kept")
+
+    assert str(_unwrap(Wrapped())) == "kept"
+    # as Ray's ActorDiedError for a failed constructor: only the traceback's text
+    died = RuntimeError("The actor died because of an error raised in its creation task\n  File ...\n"
+                        "transferkit.errors.ModelMismatchError: The model rebuilt from X is not the one.\n")
+    rebuilt = _unwrap(died)
+    assert isinstance(rebuilt, ModelMismatchError) and str(rebuilt) == "The model rebuilt from X is not the one."
+    other = RuntimeError("disk full")
+    assert _unwrap(other) is other

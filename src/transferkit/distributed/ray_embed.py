@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -114,15 +115,24 @@ def _quiet_ray_data():
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """The transferkit error a worker raised, out of Ray's wrappers (else ``exc``)."""
-    seen = exc
+    """The transferkit error a worker raised, out of Ray's wrappers (else ``exc``).
+
+    A task's error keeps its cause; an actor whose constructor raised (e.g. the weights changed
+    since the recipe was made) dies with the cause's traceback as text only, rebuilt from it here.
+    """
+    from .. import errors
+
+    seen: BaseException | None = exc
     for _ in range(5):
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None:
+        seen = getattr(seen, "cause", None) or seen.__cause__
+        if seen is None:
             break
-        if isinstance(cause, TransferKitError):
-            return cause
-        seen = cause
+        if isinstance(seen, TransferKitError):
+            return seen
+    found = re.findall(r"transferkit\.errors\.(\w+): ([^\n]+)", str(exc))
+    cls = getattr(errors, found[-1][0], None) if found else None
+    if isinstance(cls, type) and issubclass(cls, TransferKitError):
+        return cls(found[-1][1].strip())
     return exc
 
 
@@ -131,11 +141,11 @@ def _agreed_inference(infos: set[str], recorded: dict[str, Any] | None, store) -
     from ..embed.local import inference_record, same_vectors
 
     decided = [json.loads(i) for i in sorted(infos)]
-    records = {json.dumps(inference_record(d), sort_keys=True) for d in decided}
-    if len(records) > 1:
-        raise ModelMismatchError(f"The Ray workers embedded with different backends or precisions ({', '.join(sorted(records))}), "
-                                 f"so nothing was committed to {store.path}. Set `backend` and `precision` explicitly.")
     used = inference_record(decided[0])
+    if any(not same_vectors(used, inference_record(d)) for d in decided[1:]):  # e.g. one actor's bf16 check failed
+        records = sorted({json.dumps(inference_record(d), sort_keys=True) for d in decided})
+        raise ModelMismatchError(f"The Ray workers embedded with different backends or precisions ({', '.join(records)}), "
+                                 f"so nothing was committed to {store.path}. Set `backend` and `precision` explicitly.")
     if recorded and not same_vectors(recorded, used):
         raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} {recorded['precision']}, "
                                  f"but the Ray workers used {used['backend']} {used['precision']}. Embed into a new store.")
