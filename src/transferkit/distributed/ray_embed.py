@@ -254,7 +254,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
         info = _agreed_inference(job.infos, recorded, store)
         report.inference = info
         if not recorded:
-            store.update_meta(inference={**inference_record(info), "engine": "ray"})
+            store.update_meta(inference=inference_record(info), engine="ray")
     if plan.refresh:  # bytes unchanged, path or label moved: rewritten rows with their vectors, in the same commit
         fragments += _refreshed_fragments(store, plan.refresh, uri=uri, storage_version=storage_version)
         delete_ids.update(e.id for e, _, _ in plan.refresh)

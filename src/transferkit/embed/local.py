@@ -145,7 +145,7 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
         nonlocal embedded, recorded
         if rows and not recorded:  # the first vectors: record how they were made, or check it
             recorded = inference_record(extractor.inference_info)
-            store.update_meta(inference={**recorded, "engine": "local"})  # the Ray runner records "ray"
+            store.update_meta(inference=recorded, engine="local")  # which engine made the first vectors (or "ray")
         elif rows and not same_vectors(recorded, inference_record(extractor.inference_info)):
             used = inference_record(extractor.inference_info)
             raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} "
