@@ -77,13 +77,11 @@ def _edit(data: Path) -> dict[str, Path]:
 
 _KILLED_DRIVER = """
 import os, sys, transferkit as tk
-import ray
-ray.init(address=sys.argv[3], log_to_driver=False)
 def die_before_commit(event):
     if event.kind == "message" and event.data.get("stage") == "commit":
         os._exit(3)  # the driver dies with the workers' fragments written, before its commit
-tk.embed_folder_ray(tk.Extractor.from_backbone("tiny_cnn"), sys.argv[1], sys.argv[2], num_workers=2, batch_size=16,
-                    progress=die_before_commit)
+tk.embed_folder_ray(tk.Extractor.from_backbone("tiny_cnn"), sys.argv[1], sys.argv[2], address=sys.argv[3], num_workers=2,
+                    batch_size=16, progress=die_before_commit)
 """
 
 

@@ -177,7 +177,7 @@ class _Job:
 
 
 def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.PathLike, *, address: str | None = None,
-                     num_workers: int = 2, gpus_per_worker: float = 0, batch_size: int = 64, fragment_rows: int = 1024,
+                     num_workers: int = 2, gpus_per_worker: float = 0, batch_size: int = 64, fragment_rows: int = 512,
                      quiet: bool = False, progress: Callback | bool | None = None, settings: Settings | None = None):
     """:func:`~transferkit.embed_folder` on Ray: the same plan, report and store, committed in one transaction.
 
@@ -193,7 +193,8 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
             already joined, else a new local one on this machine.
         num_workers: embedding actors, each holding one extractor.
         gpus_per_worker: GPUs per actor (0: CPU actors).
-        batch_size: images per forward pass; fragment_rows: rows per written fragment (at most).
+        batch_size: images per forward pass.
+        fragment_rows: rows per written fragment (at most); progress advances a fragment at a time.
         quiet, progress, settings: as for :func:`~transferkit.embed_folder`.
 
     Raises:
@@ -213,9 +214,8 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     ray = import_ray()
     settings, reporter, entries, data_root, store, recorded = start_job(extractor, data, store_path, settings=settings,
                                                                         progress=progress, quiet=quiet)
-    recipe = extractor.recipe
-    if gpus_per_worker:
-        recipe["device"] = "cuda"
+    # the workers' device follows the resources they are given, not the driver's machine
+    recipe = {**extractor.recipe, "device": "cuda" if gpus_per_worker else "cpu"}
     report = EmbedReport(store=str(store.path))
     lance = import_lance()
     store.table  # noqa: B018 - a new store's (empty) table, for the workers' fragments to belong to
