@@ -260,9 +260,10 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
         delete_ids.update(e.id for e, _, _ in plan.refresh)
     if store.meta.get("data_root") != data_root:
         store.update_meta(data_root=data_root)
-    reporter.message("Committing the Ray job", stage="commit", fragments=len(fragments), deletes=len(delete_ids))
-    commit_job(uri, read_version=read_version, fragments=fragments, delete_ids=delete_ids)
-    store = EmbeddingStore.open(store.path)
+    if fragments or delete_ids:
+        reporter.message("Committing the Ray job", stage="commit", fragments=len(fragments), deletes=len(delete_ids))
+        commit_job(uri, read_version=read_version, fragments=fragments, delete_ids=delete_ids)
+        store = EmbeddingStore.open(store.path)  # the open table still reads the version before the commit
     report.added = sum(1 for i in embedded if not plan.is_update(i))
     report.updated = len(embedded) - report.added
     report.removed = len(plan.stale)
