@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,17 +40,20 @@ def session(device: str, layout: ProcessLayout) -> Iterator[RunContext]:
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     try:
         yield RunContext.create(device, rank=layout.rank, world_size=layout.world_size, local_rank=layout.local_rank)
-    except dist.DistError as exc:
-        raise DistributedError(f"Training process {layout.rank} lost contact with the others ({_first_line(exc)}): "
-                               "another process failed. The last checkpoint is intact; continue with resume.") from None
+    except RuntimeError as exc:  # gloo reports a dead peer as a plain RuntimeError, NCCL as a DistError
+        if not (isinstance(exc, dist.DistError) or any(w in str(exc) for w in ("gloo", "Gloo", "NCCL"))):
+            raise
+        raise DistributedError(f"Training process {layout.rank} lost contact with another process of the job "
+                               f"({_first_line(exc)}). The last checkpoint is intact: resume the run to continue.") from None
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+    """The gist of a backend's error: its first sentence, without gloo's source location."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip())
+    return text.split(". ")[0].splitlines()[0][:160] if text else type(exc).__name__
 
 
 # -- collectives (the identity on one process) -------------------------------------------------------
@@ -210,9 +214,15 @@ def launch_torchrun(argv: list[str], nproc: int, *, run_dir: str | os.PathLike |
     try:
         run(args)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
+        # the process that died first is the cause; the others then fail on the lost connection (or torchrun's SIGTERM)
+        rank, failure = min(exc.failures.items(), key=lambda kv: (not _killed(kv[1]), kv[1].timestamp, kv[0]))
         code = failure.exitcode
         status = f"killed by {failure.signal_name()}" if code is not None and code < 0 else f"exit code {code}"
         where = f" in {run_dir}" if run_dir else ""
         raise DistributedError(f"Training process {rank} of {nproc} failed ({status}); the others were stopped. "
                                f"The last checkpoint{where} is intact: re-run with --resume to continue.") from None
+
+
+def _killed(failure) -> bool:
+    """Whether a process was killed by a signal other than the launcher's SIGTERM (it did not fail on its own)."""
+    return failure.exitcode is not None and failure.exitcode < 0 and failure.signal_name() != "SIGTERM"
