@@ -49,3 +49,12 @@ def test_a_checkpoint_with_ddps_prefix_resumes_without_it(tmp_path):
                str(tmp_path / ckpt.CHECKPOINT_FILE))
     assert list(ckpt.load_resume(tmp_path).checkpoint["model"]) == ["head.weight"]
 
+
+
+def test_nproc_must_agree_with_a_launcher_that_started_other_processes(split_data, monkeypatch, capsys):
+    from transferkit.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", str(split_data), "--model", "tiny_cnn", "--nproc", "3", "--quiet"]) == 2
+    assert "--nproc 3 under a launcher that started 2 processes" in capsys.readouterr().err
