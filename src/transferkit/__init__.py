@@ -37,7 +37,7 @@ _EXPORTS = {
     "train": "training.trainer", "TrainConfig": "training.config", "Run": "training.run", "load_run": "training.run",
     "compare": "training.compare", "launch_torchrun": "training.distributed", "TransferModel": "training.model",
     # embeddings, store, search, visualisation, pipeline
-    "FeatureExtractor": "embed.feature_extractor", "Extractor": "embed.extractor", "embed_folder": "embed.local",
+    "FeatureExtractor": "embed.feature_extractor", "Extractor": "embed.extractor", "embed_folder": "embed.local", "embed_folder_ray": "distributed.ray_embed",
     "EmbeddingStore": "store.store", "describe_model": "store.store",
     "cosine_similarity": "store.search", "SemanticSearch": "store.search", "build_index": "store.index", "search_eval": "store.evaluate",
     "search_store": "store.query", "refresh_store": "store.latest", "predict_store": "training.store_predictions",

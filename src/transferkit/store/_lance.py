@@ -43,6 +43,18 @@ def schema(dim: int):
     )
 
 
+def arrow_table(columns: dict[str, Any], vectors: np.ndarray, dim: int):
+    """The table of rows given as ``{column: values}`` (missing columns take :data:`DEFAULTS`) and a ``(N, dim)`` matrix."""
+    import pyarrow as pa
+
+    sch = schema(dim)
+    n = len(vectors)
+    cols = {name: pa.array(columns[name] if name in columns else [DEFAULTS[name]] * n, type=sch.field(name).type)
+            for name in COLUMNS[:-1]}
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, dtype=np.float32).ravel(), type=pa.float32()), dim)
+    return pa.table(cols, schema=sch)
+
+
 def sql_quote(value: str) -> str:
     """Quote a string literal for a LanceDB filter."""
     return "'" + str(value).replace("'", "''") + "'"

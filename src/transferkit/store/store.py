@@ -232,12 +232,8 @@ class EmbeddingStore:
             raise StoreError(f"Vectors of shape {vectors.shape} do not fit store {self.path} (dim {self.dim}). "
                              f"Use a store made by the same model.")
         vectors = normalize(vectors)
-        schema = _lance.schema(self.dim)
-        cols: dict[str, Any] = {}
-        for name in COLUMNS[:-1]:
-            cols[name] = pa.array([r.get(name, _lance.DEFAULTS[name]) for r in rows], type=schema.field(name).type)
-        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), self.dim)
-        data = pa.table(cols, schema=schema)
+        data = _lance.arrow_table({name: [r.get(name, _lance.DEFAULTS[name]) for r in rows] for name in COLUMNS[:-1]},
+                                  vectors, self.dim)
         self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         self._cache = None
         return len(rows)
