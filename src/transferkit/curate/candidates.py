@@ -58,7 +58,8 @@ def build_ivf(x: np.ndarray, *, seed: int = 0):
 
     faiss = _faiss()
     n, dim = x.shape
-    nlist = int(min(8192, max(16, round(4 * np.sqrt(n)))))
+    nlist = int(min(8192, n // 39, max(16, round(4 * np.sqrt(n)))))  # faiss wants 39+ training points per list
+    nlist = max(nlist, 1)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = 10
     index.cp.max_points_per_centroid = 40
@@ -85,7 +86,7 @@ def range_pairs(index, x: np.ndarray, threshold: float, *, positions: np.ndarray
     radius = float(np.nextafter(np.float32(threshold), np.float32(-1)))  # faiss keeps scores > radius: >= threshold here
     for s in range(0, len(x), batch):
         lims, scores, found = index.range_search(np.ascontiguousarray(x[s:s + batch], dtype=np.float32), radius)
-        query = np.repeat(np.arange(s, s + len(lims) - 1), np.diff(lims))
+        query = np.repeat(np.arange(s, s + len(lims) - 1), np.diff(lims.astype(np.int64)))
         other = found.astype(np.int64) if positions is None else positions[found]
         keep = (other >= 0) & (other != query)
         a, b = np.minimum(query[keep], other[keep]), np.maximum(query[keep], other[keep])

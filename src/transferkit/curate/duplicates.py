@@ -168,6 +168,14 @@ class Confirmer:
                 sims.append(1.0 if same else c)
         return out, sims
 
+    def confirm_pairs(self, pairs: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """A mask of the candidate ``pairs`` (with their cosines ``sims``) that are duplicates."""
+        ok = sims >= self.accept
+        if self.pixels is not None:
+            for k in np.flatnonzero(~ok).tolist():
+                ok[k] = self._pixels_agree(int(pairs[k, 0]), int(pairs[k, 1]))
+        return ok
+
     def _pixels_agree(self, a: int, b: int) -> bool:
         if self.pixels is None:
             return False
@@ -243,12 +251,14 @@ def group_duplicates(rows: list[dict[str, Any]], vectors: np.ndarray, *, thresho
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     exact = exact_pairs([str(r.get("fingerprint") or "") for r in rows])
     if n > 1:
-        near, _, method = candidate_pairs(vectors, threshold, index=index, positions=positions, block_elements=block_elements)
+        near, sims, method = candidate_pairs(vectors, threshold, index=index, positions=positions,
+                                             block_elements=block_elements)
     else:
-        near, method = np.empty((0, 2), np.int64), "exact"
+        near, sims, method = np.empty((0, 2), np.int64), np.empty(0, np.float32), "exact"
     checker = PixelChecker([str(r.get("path") or "") for r in rows]) if pixels else None
     confirmer = Confirmer(rows, vectors, threshold=threshold, accept=accept_threshold, pixel=pixel_threshold, pixels=checker)
-    edges = np.concatenate([exact, near])
+    # only confirmed pairs link rows; the split below still checks each member against its group's kept image
+    edges = np.concatenate([exact, near[confirmer.confirm_pairs(near, sims)]])
     groups = []
     for component, pairs in _components(list(range(n)), edges):
         for idx, low in _split(component, pairs, rows, confirmer):
