@@ -268,7 +268,7 @@ def group_duplicates(rows: list[dict[str, Any]], vectors: np.ndarray, *, thresho
                                          kind="exact" if same_bytes else "near", min_similarity=round(low, 6)))
     groups.sort(key=lambda g: (-len(g.ids), g.keep))
     num_near = sum(len(g.ids) - 1 for g in groups if g.kind == "near")
-    extra = {"accept_threshold": accept_threshold, "pixel_threshold": pixel_threshold if pixels else None,
+    extra = {"accept_threshold": confirmer.accept, "pixel_threshold": pixel_threshold if pixels else None,
              "num_candidates": int(len(near)), "candidates_by": method,
              "pixel_read": checker.num_read if checker else 0, "pixel_unreadable": checker.num_unreadable if checker else 0}
     return DuplicateReport(groups, threshold, n, num_exact_pairs=len(exact), num_near_pairs=num_near, extra=extra)
