@@ -10,16 +10,19 @@ crop, JPEG quality 50). Everything is embedded by ``transferkit.embed_folder`` w
 
 Measured, per dataset and over all:
 
-* positives: the cosine of every copy to its original;
-* negatives: every pair of images from *different* originals (copies included) with cosine >= t,
-  and each original's nearest different image;
-* at each threshold t: recall = share of (original, copy) pairs with cosine >= t; precision =
-  found (original, copy) pairs / (those + different-source pairs with cosine >= t).
-
-The chosen default is the middle of the widest range of thresholds where recall and precision are
-both >= 0.95 over the five edits the issue names (``combined`` is reported, not targeted),
-rounded to 0.01. Last, ``tk.find_duplicates`` runs on the whole folder at that threshold and the
-script checks that each copy lands in its original's group.
+* positives: the cosine and the pixel similarity (:mod:`transferkit.curate.pixels`) of every copy
+  to its original;
+* negatives: every pair of images from *different* originals (copies included) with cosine >= 0.5
+  (pixel similarity from cosine 0.70 up);
+* 1. embedding cosine alone: recall = share of (original, copy) pairs with cosine >= t; precision =
+  found (original, copy) pairs / (those + different-source pairs with cosine >= t);
+* 3. the product's rule, cosine >= accept, or cosine >= floor and pixels >= p, over a grid of
+  (floor, p). The thresholds are chosen on ``--choose-on`` (flowers12) and checked on the other
+  datasets: the floor is the lowest target copy's cosine less 0.05, rounded down to 0.05; p is
+  midway between the highest different-source pixel score and the lowest copy's (candidates
+  below the accept cosine), rounded to 0.01;
+* 4. ``tk.find_duplicates`` on the whole folder at those thresholds: each copy should land in its
+  original's group, and groups should not mix originals.
 
 Usage:
     .venv/bin/python benchmarks/eval_duplicates.py                  # 5 datasets, 400 originals / 120 copied each

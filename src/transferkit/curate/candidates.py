@@ -3,7 +3,7 @@
 Small inputs use exact blocked products (:func:`near_pairs`). Above :data:`EXACT_MAX_WORK`
 multiply-adds (about ten seconds on 2 cores) the pairs come from a faiss IVF-Flat range
 search: the store's own index when it is an IVF one over the same rows, else a temporary
-one built here (~4 sqrt(N) lists, as :mod:`transferkit.store.index` does). IVF-Flat keeps
+one built here (:func:`build_ivf`). IVF-Flat keeps
 the vectors themselves, so every score it returns is the exact cosine; only pairs that fall
 in lists the search does not probe can be missed, and near duplicates sit so close together
 that they rarely do (recall against the exact method is measured in BENCHMARKS.md).
@@ -52,14 +52,17 @@ def near_pairs(vectors: np.ndarray, threshold: float, *, block_elements: int = B
     return np.concatenate(found_pairs), np.concatenate(found_sims)
 
 
-def build_ivf(x: np.ndarray, *, seed: int = 0):
-    """A temporary faiss IVF-Flat inner-product index over ``x`` (not saved)."""
+def build_ivf(x: np.ndarray, *, nprobe: int = RANGE_NPROBE, seed: int = 0):
+    """A temporary faiss IVF-Flat inner-product index over ``x`` (not saved).
+
+    A query costs ~nlist (the coarse assignment) + nprobe N / nlist (the lists scanned): least at
+    nlist = sqrt(nprobe N), about 2800 lists at 1M vectors.
+    """
     from ..store.index import _faiss
 
     faiss = _faiss()
     n, dim = x.shape
-    nlist = int(min(8192, n // 39, max(16, round(4 * np.sqrt(n)))))  # faiss wants 39+ training points per list
-    nlist = max(nlist, 1)
+    nlist = max(1, int(min(8192, n // 39, max(16, round(np.sqrt(nprobe * n))))))  # faiss wants 39+ training points per list
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = 10
     index.cp.max_points_per_centroid = 40
@@ -111,5 +114,5 @@ def candidate_pairs(vectors: np.ndarray, threshold: float, *, index=None, positi
         return (*near_pairs(vectors, threshold, block_elements=block_elements), "exact")
     method = "store-ivf" if index is not None else "ivf"
     if index is None:
-        index, positions = build_ivf(np.ascontiguousarray(vectors, dtype=np.float32)), None
+        index, positions = build_ivf(np.ascontiguousarray(vectors, dtype=np.float32), nprobe=nprobe), None
     return (*range_pairs(index, vectors, threshold, positions=positions, nprobe=nprobe), method)
