@@ -258,7 +258,8 @@ def group_duplicates(rows: list[dict[str, Any]], vectors: np.ndarray, *, thresho
     checker = PixelChecker([str(r.get("path") or "") for r in rows]) if pixels else None
     confirmer = Confirmer(rows, vectors, threshold=threshold, accept=accept_threshold, pixel=pixel_threshold, pixels=checker)
     # only confirmed pairs link rows; the split below still checks each member against its group's kept image
-    edges = np.concatenate([exact, near[confirmer.confirm_pairs(near, sims)]])
+    confirmed = near[confirmer.confirm_pairs(near, sims)]
+    edges = np.concatenate([exact, confirmed])
     groups = []
     for component, pairs in _components(list(range(n)), edges):
         for idx, low in _split(component, pairs, rows, confirmer):
@@ -267,11 +268,10 @@ def group_duplicates(rows: list[dict[str, Any]], vectors: np.ndarray, *, thresho
                                          paths=[str(rows[i].get("path", "")) for i in idx],
                                          kind="exact" if same_bytes else "near", min_similarity=round(low, 6)))
     groups.sort(key=lambda g: (-len(g.ids), g.keep))
-    num_near = sum(len(g.ids) - 1 for g in groups if g.kind == "near")
     extra = {"accept_threshold": confirmer.accept, "pixel_threshold": pixel_threshold if pixels else None,
              "num_candidates": int(len(near)), "candidates_by": method,
              "pixel_read": checker.num_read if checker else 0, "pixel_unreadable": checker.num_unreadable if checker else 0}
-    return DuplicateReport(groups, threshold, n, num_exact_pairs=len(exact), num_near_pairs=num_near, extra=extra)
+    return DuplicateReport(groups, threshold, n, num_exact_pairs=len(exact), num_near_pairs=len(confirmed), extra=extra)
 
 
 def find_duplicates(store: Any, *, threshold: float = DEFAULT_THRESHOLD, accept_threshold: float = ACCEPT_THRESHOLD,

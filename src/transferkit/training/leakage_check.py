@@ -1,6 +1,6 @@
 """The run's leakage check: val and test images that duplicate training images, warned once and recorded.
 
-With cached frozen features (feature extraction, or a head fitted first) the check reuses them
+With cached frozen features (feature extraction on the fast path) the check reuses them
 and the content digests taken while the files were read for them; the test split, which
 training does not read, gets its features once here. A run without cached features (images
 through a fine-tuned model) digests the files instead and checks exact copies only; ``pipeline``
@@ -17,7 +17,8 @@ from ..curate.leakage import find_leakage, leakage_record, leakage_warning, stor
 def run_leakage(trainer: Any) -> dict[str, Any]:
     """The ``leakage`` record of ``trainer``'s run (see :func:`~transferkit.curate.leakage.leakage_record`), warned about once."""
     splits = trainer.splits
-    cached = trainer.cached if trainer.cached is not None else getattr(trainer, "head_features", None)
+    # only the fast path's features: a fine-tuning run's head features were dropped, and its backbone has moved since
+    cached = trainer.cached
     train = [str(p) for p in splits.train.paths]
     reports = {}
     if cached is not None and cached.train_index:
