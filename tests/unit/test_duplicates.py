@@ -119,3 +119,19 @@ def test_find_duplicates_reads_a_store(tmp_path):
     assert report.extra["num_candidates"] == 2
     assert find_duplicates(store, threshold=0.99, split="val").num_images == 1
     assert store.to_arrow(columns=["id"], split="train").num_rows == 4
+
+
+def test_find_duplicates_range_searches_the_stores_ivf_index(tmp_path, monkeypatch):
+    from transferkit.store.index import build_index
+
+    rng = np.random.default_rng(5)
+    x = _unit(rng.normal(size=(3000, 32)))
+    x[-20:] = _unit(x[:20] + 0.01 * rng.normal(size=(20, 32)))  # 20 near copies (cosine > 0.99)
+    store = EmbeddingStore.create(tmp_path / "s", model_id=MODEL | {"dim": 32})
+    store.upsert([{"id": f"id{i:04d}", "path": "", "fingerprint": f"fp{i}", "vector": x[i]} for i in range(len(x))])
+    exact = find_duplicates(store, threshold=0.97)
+    build_index(store, kind="ivf", quiet=True)
+    monkeypatch.setattr("transferkit.curate.candidates.EXACT_MAX_WORK", 0)  # this small store counts as large
+    by_index = find_duplicates(store, threshold=0.97)
+    assert (exact.extra["candidates_by"], by_index.extra["candidates_by"]) == ("exact", "store-ivf")
+    assert len(exact.groups) == 20 and [g.ids for g in by_index.groups] == [g.ids for g in exact.groups]
