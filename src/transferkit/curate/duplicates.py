@@ -172,6 +172,7 @@ class Confirmer:
         """A mask of the candidate ``pairs`` (with their cosines ``sims``) that are duplicates."""
         ok = sims >= self.accept
         if self.pixels is not None:
+            self.pixels.prefetch(pairs[~ok].ravel())
             for k in np.flatnonzero(~ok).tolist():
                 ok[k] = self._pixels_agree(int(pairs[k, 0]), int(pairs[k, 1]))
         return ok

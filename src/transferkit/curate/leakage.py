@@ -114,6 +114,8 @@ def find_leakage(*, train_paths: list[str], eval_paths: list[str], train_digests
     if train_features is not None and eval_features is not None and len(train_features) and len(eval_features):
         checker = PixelChecker([str(p) for p in (*train_paths, *eval_paths)]) if pixels else None
         qi, ti, sims = top_candidates(normalize(eval_features), normalize(train_features), threshold)
+        if checker is not None:
+            checker.prefetch(np.concatenate([ti, len(train_paths) + qi]))
         for j, i, s in zip(qi.tolist(), ti.tolist(), sims.tolist()):
             if j in found:
                 continue

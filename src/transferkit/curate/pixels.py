@@ -100,6 +100,22 @@ class PixelChecker:
         self.num_read = 0
         self.num_unreadable = 0
 
+    def prefetch(self, rows) -> None:
+        """Read the signatures of ``rows`` now, on one thread per core (PIL releases the GIL while decoding)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..data.datasets import decode_threads
+
+        todo = sorted({int(i) for i in rows} - set(self._cache))
+        if len(todo) < 16:
+            return
+        with ThreadPoolExecutor(decode_threads()) as pool:
+            sigs = pool.map(lambda i: pixel_signature(self.paths[i]) if self.paths[i] else None, todo)
+            for i, sig in zip(todo, sigs):
+                self._cache[i] = _Prepared(sig) if sig is not None else None
+                self.num_read += 1
+                self.num_unreadable += sig is None
+
     def _get(self, i: int) -> _Prepared | None:
         if i not in self._cache:
             sig = pixel_signature(self.paths[i]) if self.paths[i] else None
