@@ -55,10 +55,10 @@ def near_pairs(vectors: np.ndarray, threshold: float, *, block_elements: int = B
 def build_ivf(x: np.ndarray, *, seed: int = 0):
     """A temporary faiss IVF-Flat inner-product index over ``x`` (not saved), ~4 sqrt(N) lists as the store's own.
 
-    sqrt(8 N) lists (fewest operations at nprobe 8 on paper) trains 3x faster but searches slower;
-    at 300k vectors the two totalled the same within this shared machine's noise.
+    Fewer lists (sqrt(8 N), or 2 sqrt(N) with 5 k-means rounds) train faster but search slower:
+    no gain at 300k x 64, and 382 s against 305 s at 200k x 1280 (BENCHMARKS.md).
     """
-    from ..store.index import _faiss
+    from ..store._faiss import load as _faiss
 
     faiss = _faiss()
     n, dim = x.shape
@@ -82,7 +82,7 @@ def range_pairs(index, x: np.ndarray, threshold: float, *, positions: np.ndarray
         positions: the row of ``x`` at each index position (None: the index holds ``x`` in order);
             ``-1`` for positions not among the rows.
     """
-    from ..store.index import _faiss
+    from ..store._faiss import load as _faiss
 
     _faiss().extract_index_ivf(index).nprobe = int(nprobe)
     pairs, sims = [np.empty((0, 2), np.int64)], [np.empty(0, np.float32)]

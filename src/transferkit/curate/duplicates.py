@@ -317,7 +317,7 @@ def _store_ivf(store: Any, ids: list[str]) -> tuple[Any, np.ndarray | None]:
     if len(ids) ** 2 * store.dim / 2 <= EXACT_MAX_WORK:
         return None, None
     ann = store.ann_index()
-    if ann is None or ann.info.get("kind") != "faiss-ivf-flat-ip":  # HNSW has no range search
+    if ann is None or getattr(ann, "info", {}).get("kind") != "faiss-ivf-flat-ip":  # HNSW: no range search; IVF-PQ: inexact
         return None, None
     row_of = {id_: r for r, id_ in enumerate(ids)}
     positions = np.asarray([row_of.get(str(i), -1) for i in ann.ids.tolist()], dtype=np.int64)

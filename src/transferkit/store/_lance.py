@@ -43,6 +43,21 @@ def schema(dim: int):
     )
 
 
+def sql_quote(value: str) -> str:
+    """Quote a string literal for a LanceDB filter."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def where_clause(where: str | None, label: str | None, split: str | None) -> str | None:
+    """An SQL filter: ``where`` and/or an exact label and split, or ``None`` for all rows."""
+    parts = [f"({where})"] if where else []
+    if label is not None:
+        parts.append(f"label = {sql_quote(label)}")
+    if split is not None:
+        parts.append(f"split = {sql_quote(split)}")
+    return " AND ".join(parts) or None
+
+
 def list_tables(db) -> list[str]:
     try:
         return list(db.list_tables().tables) if hasattr(db, "list_tables") else list(db.table_names())

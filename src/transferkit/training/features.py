@@ -17,6 +17,7 @@ from ..embed.features import compute_features
 from ..errors import DataError
 from ..events import Reporter
 from ..strategies import AutoDecision, choose_auto, knn_probe_accuracy
+from . import distributed
 from .context import RunContext
 
 log = logging.getLogger("transferkit")
@@ -90,9 +91,11 @@ class FrozenFeatures:
         return dict(self._runner.info) if self._runner is not None else {}
 
     def _compute(self, images, description: str, batch_size: int):
-        return compute_features(self.backbone, images, batch_size=batch_size, device=self.ctx.device,
-                                num_workers=self.num_workers, progress=self.reporter, description=description,
-                                runner=self.runner, settings=self.settings, fingerprints=True)
+        # on several processes each computes its share, and every one gets them all (digests too, for the leakage check)
+        return distributed.features_sharded(self.ctx, images, lambda part: compute_features(
+            self.backbone, part, batch_size=batch_size, device=self.ctx.device, num_workers=self.num_workers,
+            progress=self.reporter, description=description, runner=self.runner, settings=self.settings,
+            fingerprints=True))
 
     def probe(self, seed: int) -> AutoDecision:
         """Let ``auto`` decide from how well the frozen features separate the classes (LOO kNN on a sample).
@@ -153,8 +156,13 @@ class FrozenFeatures:
                               fingerprints={"train": train_fp, "val": dict(va.fingerprints)})
 
     def test_features(self):
-        """Features and digests of the test split's readable images (a :class:`FeatureBatch`), for the leakage check."""
-        return self._compute(self.splits.test, "features (test)", max(self.batch_size, 64))
+        """Features and digests of the test split's readable images (a :class:`FeatureBatch`), for the leakage check.
+
+        Not sharded: the check runs on rank 0 alone, while the other processes wait for its results.
+        """
+        return compute_features(self.backbone, self.splits.test, batch_size=max(self.batch_size, 64), device=self.ctx.device,
+                                num_workers=self.num_workers, progress=self.reporter, description="features (test)",
+                                runner=self.runner, settings=self.settings, fingerprints=True)
 
 
 def resumed_inference(backend: str, precision: str, used: dict | None, device: torch.device) -> tuple[str, str]:
