@@ -16,11 +16,11 @@ Measured, per dataset and over all:
   (pixel similarity from cosine 0.70 up);
 * 1. embedding cosine alone: recall = share of (original, copy) pairs with cosine >= t; precision =
   found (original, copy) pairs / (those + different-source pairs with cosine >= t);
-* 3. the product's rule, cosine >= accept, or cosine >= floor and pixels >= p, over a grid of
-  (floor, p). The thresholds are chosen on ``--choose-on`` (flowers12) and checked on the other
+* 3. the product's rule, cosine >= floor and pixels >= p (cosine >= accept decides only where a
+  file cannot be read, which does not happen here), over a grid of (floor, p). The thresholds are chosen on ``--choose-on`` (flowers12) and checked on the other
   datasets: the floor is the lowest target copy's cosine less 0.05, rounded down to 0.05; p is
   midway between the highest different-source pixel score and the lowest copy's (candidates
-  below the accept cosine), rounded to 0.01;
+  below cosine 0.95, where the real duplicates a dataset holds would sit), rounded to 0.01;
 * 4. ``tk.find_duplicates`` on the whole folder at those thresholds: each copy should land in its
   original's group, and groups should not mix originals.
 
@@ -50,6 +50,8 @@ DEFAULT_SETS = ("flowers12", "hymenoptera", "eurosat_rgb_small", "neu_steel", "m
 MODEL = "efficientnet_lite0"
 #: Pairs below this cosine get no pixel score (they are below every floor swept).
 PIXEL_FLOOR = 0.70
+#: The pixel threshold is chosen on candidates below this cosine (see ``main``).
+CHOOSE_BELOW = 0.95
 
 
 def build_folder(root: Path, datasets: list[str], originals: int, copied: int, seed: int) -> dict[str, dict]:
@@ -112,14 +114,14 @@ def sweep(pos: np.ndarray, pos_edit: np.ndarray, neg: np.ndarray, thresholds: np
     return rows
 
 
-def rule_sweep(pos: np.ndarray, pos_pix: np.ndarray, neg: np.ndarray, neg_pix: np.ndarray, accept: float,
-               floors: np.ndarray, pixels: np.ndarray) -> list[dict]:
-    """Recall and precision of the product's rule (cosine >= accept, or cosine >= floor and pixels >= p) per (floor, p)."""
+def rule_sweep(pos: np.ndarray, pos_pix: np.ndarray, neg: np.ndarray, neg_pix: np.ndarray, floors: np.ndarray,
+               pixels: np.ndarray) -> list[dict]:
+    """Recall and precision of the product's rule (cosine >= floor and pixels >= p; every file here is readable) per (floor, p)."""
     out = []
     for f in floors:
         for p in pixels:
-            tp = int(np.sum((pos >= accept) | ((pos >= f) & (pos_pix >= p))))
-            fp = int(np.sum((neg >= accept) | ((neg >= f) & (neg_pix >= p))))
+            tp = int(np.sum((pos >= f) & (pos_pix >= p)))
+            fp = int(np.sum((neg >= f) & (neg_pix >= p)))
             out.append({"floor": round(float(f), 3), "pixel": round(float(p), 3), "recall": tp / max(len(pos), 1),
                         "precision": tp / max(tp + fp, 1), "false_pairs": fp})
     return out
@@ -237,13 +239,12 @@ def main() -> None:
     print(table(per_edit, list(per_edit[0])))
     print("   (the last row's pix_p5 column is its 95th percentile: the negatives' high end)")
 
-    print(f"\n3. The rule (cosine >= {args.accept}, or cosine >= floor and pixels >= p), chosen on {args.choose_on}, "
-          f"checked on the others")
+    print(f"\n3. The rule (cosine >= floor and pixels >= p), chosen on {args.choose_on}, checked on the others")
     floors, pix_grid = np.round(np.arange(0.70, 0.901, 0.05), 3), np.round(np.arange(0.80, 0.981, 0.02), 3)
     per_ds_rule = {}
     for ds in datasets:
         mp, mn = (pos_ds == ds) & target, neg_ds == ds
-        per_ds_rule[ds] = rule_sweep(pos[mp], pos_pix[mp], neg[mn], neg_pix[mn], args.accept, floors, pix_grid)
+        per_ds_rule[ds] = rule_sweep(pos[mp], pos_pix[mp], neg[mn], neg_pix[mn], floors, pix_grid)
     pick = per_ds_rule.get(args.choose_on) or next(iter(per_ds_rule.values()))
     ok = [r for r in pick if r["recall"] >= 0.95 and r["precision"] >= 0.95]
     at_floor = [r["pixel"] for r in ok if r["floor"] == args.floor]
@@ -251,14 +252,14 @@ def main() -> None:
           f"thresholds {min(at_floor, default=None)}..{max(at_floor, default=None)} (middle "
           f"{round((min(at_floor) + max(at_floor)) / 2, 2) if at_floor else None}); the package's: floor "
           f"{DEFAULT_THRESHOLD}, pixel {PIXEL_THRESHOLD}, accept {ACCEPT_THRESHOLD}")
-    # the pixel threshold: midway between the highest different-source score and the lowest copy score on --choose-on
-    # (pairs of cosine >= accept excluded on both sides: those are decided without pixels)
-    mp = (pos_ds == args.choose_on) & target & (pos < args.accept) & (pos >= args.floor)
-    mn = (neg_ds == args.choose_on) & (neg < args.accept) & (neg >= args.floor)
+    # the pixel threshold: midway between the highest different-source score and the lowest copy score on --choose-on,
+    # among candidates below cosine 0.95 (above it sit the real duplicates a dataset already holds, at pixels ~1)
+    mp = (pos_ds == args.choose_on) & target & (pos < CHOOSE_BELOW) & (pos >= args.floor)
+    mn = (neg_ds == args.choose_on) & (neg < CHOOSE_BELOW) & (neg >= args.floor)
     if mp.any() and mn.any():
         lo, hi = float(neg_pix[mn].max()), float(pos_pix[mp].min())
         low_cos = float(pos[(pos_ds == args.choose_on) & target].min())
-        print(f"   on {args.choose_on}, candidates below the accept cosine: highest different-source pixel score {lo:.4f}, "
+        print(f"   on {args.choose_on}, candidates below cosine {CHOOSE_BELOW}: highest different-source pixel score {lo:.4f}, "
               f"lowest copy's {hi:.4f}: midway {(lo + hi) / 2:.3f} -> pixel threshold {round((lo + hi) / 2, 2)}; lowest "
               f"target copy cosine {low_cos:.4f} -> floor (minus 0.05, down to 0.05) {np.floor((low_cos - 0.05) * 20) / 20:.2f}")
     rule_rows = []
@@ -294,11 +295,11 @@ def main() -> None:
     print(f"   members grouped with another original's kept image: {wrong} of {total} (group precision "
           f"{1 - wrong / max(total, 1):.3f}); groups mixing different originals: {impure}")
 
-    top = np.argsort(-np.where(neg_pix >= args.pixel, neg, -1))[:6]
+    top = np.argsort(-np.where((neg_pix >= args.pixel) & (neg >= args.floor), neg, -1))[:6]
     print("\nDifferent-source pairs the rule accepts (inspect by eye: true duplicates already in a dataset count against "
           "precision):")
     for k in top:
-        if neg_pix[k] < args.pixel and neg[k] < args.accept:
+        if neg_pix[k] < args.pixel or neg[k] < args.floor:
             break
         a, b = pi[neg_mask][k], pj[neg_mask][k]
         print(f"  cos {neg[k]:.4f} pix {neg_pix[k]:.4f}  {info[a]['file']}  {info[b]['file']}")

@@ -15,8 +15,8 @@ def duplicates(
     store: Path = typer.Argument(..., help="Embedding store folder."),
     threshold: float | None = typer.Option(None, "--threshold", help="Embedding cosine at or above which two images are "
                                            "near-duplicate candidates (default 0.75, measured: see BENCHMARKS.md)."),
-    accept: float | None = typer.Option(None, "--accept-threshold", help="Cosine at which a candidate needs no pixel "
-                                        "check (default 0.95)."),
+    accept: float | None = typer.Option(None, "--accept-threshold", help="Cosine that confirms a candidate whose image "
+                                        "file cannot be read for the pixel check (default 0.95)."),
     pixel: float | None = typer.Option(None, "--pixel-threshold", help="Thumbnail correlation that confirms a candidate "
                                        "(default 0.92)."),
     split: str | None = typer.Option(None, "--split", help="Only images of this split."),
@@ -41,7 +41,7 @@ def duplicates(
     x = report.extra
     c.print(f"{len(report.groups)} duplicate groups, {report.num_removable} removable of {report.num_images} images "
             f"(candidates at cosine >= {report.threshold}: {x['num_candidates']}, confirmed by pixels >= "
-            f"{x['pixel_threshold']} or cosine >= {x['accept_threshold']}).", markup=False)
+            f"{x['pixel_threshold']}).", markup=False)
     if x.get("pixel_unreadable"):
         c.print(f"{x['pixel_unreadable']} candidate images could not be read (moved?): their pairs were decided by "
                 f"cosine >= {x['accept_threshold']} alone.", markup=False)

@@ -3,9 +3,10 @@
 Exact duplicates share a content digest (the store's ``fingerprint``, blake2b of the file's
 bytes). Near duplicates are found in two steps: *candidates*, pairs with embedding cosine >=
 ``threshold`` (exact blocked products for small stores, a faiss IVF range search for large
-ones: :mod:`.candidates`; no N x N matrix either way), then *confirmation*: cosine >=
-``accept_threshold`` alone, or the pixel signal of :mod:`.pixels` (tiny thumbnails, robust to
-resizing, re-encoding, 10% crops, flips and colour shifts) >= ``pixel_threshold``. Candidates
+ones: :mod:`.candidates`; no N x N matrix either way), then *confirmation* by the pixel signal
+of :mod:`.pixels` (tiny thumbnails, robust to resizing, re-encoding, 10% crops, flips and colour
+shifts) >= ``pixel_threshold``, or, where an image file cannot be read (moved since it was
+embedded), by cosine >= ``accept_threshold`` alone. Candidates
 are merged by union-find, and every group is then split so that each member is itself a
 confirmed duplicate of the group's kept image: a chain of near pairs (A~B, B~C) never joins
 two different originals A and C.
@@ -28,10 +29,11 @@ from .pixels import PixelChecker
 #: Cosine at or above which a pair is a near-duplicate *candidate*: the lowest copy's cosine to its original (0.82)
 #: less a 0.05 margin, rounded down to 0.05. Below it, a pair is never a duplicate.
 DEFAULT_THRESHOLD = 0.75
-#: Cosine at or above which a candidate needs no pixel check (one different-source pair above it: a real duplicate).
+#: Cosine that decides alone where the pixel check cannot run (a file is unreadable, or ``pixels=False``): cosine
+#: alone had pair precision 0.995 there (the one different-source pair above it is a real duplicate).
 ACCEPT_THRESHOLD = 0.95
 #: Thumbnail correlation (:mod:`.pixels`) that confirms a candidate: midway between the highest different-source
-#: score (0.87) and the lowest copy's (0.96), rounded to 0.01.
+#: score (0.87) and the lowest copy's (0.96) among candidates below cosine 0.95, rounded to 0.01.
 PIXEL_THRESHOLD = 0.92
 DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "accept_threshold": ACCEPT_THRESHOLD, "pixel_threshold": PIXEL_THRESHOLD}
 
@@ -141,7 +143,8 @@ def _keep_key(row: dict[str, Any]) -> tuple:
 
 
 class Confirmer:
-    """Whether two rows are duplicates: same digest, or cosine >= ``accept``, or cosine >= ``threshold`` and pixels >= ``pixel``.
+    """Whether two rows are duplicates: same digest, or cosine >= ``threshold`` and pixels >= ``pixel`` (cosine >= ``accept``
+    where a file cannot be read).
 
     Args:
         rows: dicts with ``path`` and ``fingerprint``.
@@ -163,25 +166,26 @@ class Confirmer:
         out, sims = [], []
         for i, c in zip(others, cos.tolist()):
             same = bool(self.digests[i]) and self.digests[i] == self.digests[keep]
-            if same or c >= self.accept or (c >= self.threshold and self._pixels_agree(keep, i)):
+            if same or self._near(keep, i, c):
                 out.append(i)
                 sims.append(1.0 if same else c)
         return out, sims
 
     def confirm_pairs(self, pairs: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """A mask of the candidate ``pairs`` (with their cosines ``sims``) that are duplicates."""
-        ok = sims >= self.accept
-        if self.pixels is not None:
-            self.pixels.prefetch(pairs[~ok].ravel())
-            for k in np.flatnonzero(~ok).tolist():
-                ok[k] = self._pixels_agree(int(pairs[k, 0]), int(pairs[k, 1]))
-        return ok
-
-    def _pixels_agree(self, a: int, b: int) -> bool:
         if self.pixels is None:
+            return (sims >= self.threshold) & (sims >= self.accept)
+        self.pixels.prefetch(pairs.ravel())
+        return np.asarray([self._near(int(a), int(b), float(c)) for (a, b), c in zip(pairs.tolist(), sims.tolist())],
+                          dtype=bool).reshape(len(pairs))
+
+    def _near(self, a: int, b: int, cos: float) -> bool:
+        # the pixels decide whenever both files can be read: on textures (neu_steel) and uniform tiles (eurosat)
+        # different images reach cosine 0.95, so cosine alone is only the fallback
+        if cos < self.threshold:
             return False
-        score = self.pixels.similarity(a, b)
-        return score is not None and score >= self.pixel
+        score = self.pixels.similarity(a, b) if self.pixels is not None else None
+        return score >= self.pixel if score is not None else cos >= self.accept
 
 
 def _components(nodes: list[int], pairs: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
@@ -234,9 +238,9 @@ def group_duplicates(rows: list[dict[str, Any]], vectors: np.ndarray, *, thresho
         rows: one per row of ``vectors``.
         vectors: ``(N, D)`` L2-normalised embeddings.
         threshold: cosine at or above which a pair is a candidate near duplicate.
-        accept_threshold: cosine at or above which a candidate needs no pixel check.
+        accept_threshold: cosine that confirms a candidate where the pixel check cannot run.
         pixel_threshold: thumbnail correlation at or above which a candidate is confirmed.
-        pixels: read the candidates' images for the pixel check (False: cosine >= ``accept_threshold`` alone).
+        pixels: read the candidates' images for the pixel check (False: cosine >= ``accept_threshold`` decides).
         index, positions: a faiss IVF index over the vectors to range-search (see
             :func:`~transferkit.curate.candidates.candidate_pairs`); None: exact or a temporary index, by size.
 

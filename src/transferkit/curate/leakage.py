@@ -2,10 +2,10 @@
 
 An exact copy has a training image's content digest. A near copy has a training image among
 its :data:`MAX_CHECKS` most cosine-similar ones, at cosine >= ``threshold`` (the duplicates
-candidate threshold), whose thumbnails correlate >= ``pixel_threshold`` (:mod:`.pixels`). Unlike
-``transferkit duplicates``, a high cosine is never accepted alone here: a trained model's
-embeddings put any two images of a class close together, and the image files are at hand. Where
-a file cannot be read, cosine >= :data:`~.duplicates.ACCEPT_THRESHOLD` decides.
+candidate threshold), whose thumbnails correlate >= ``pixel_threshold`` (:mod:`.pixels`), as for
+``transferkit duplicates``: a high cosine is never enough alone (a trained model's embeddings put
+any two images of a class close together). Where a file cannot be read, cosine >=
+:data:`~.duplicates.ACCEPT_THRESHOLD` decides.
 
 :func:`leakage_record` is what ``train`` and ``pipeline`` write to ``metrics.json`` and warn about.
 """

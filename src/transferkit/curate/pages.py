@@ -36,7 +36,7 @@ def duplicates_html(report, *, title: str = "Duplicate images") -> str:
              ".keep{outline:3px solid #2a2}</style></head><body>",
              f"<h1>{html.escape(title)}</h1><p>{len(report.groups)} groups, {report.num_removable} removable images "
              f"of {report.num_images} (candidates at cosine &gt;= {report.threshold}, confirmed by thumbnails &gt;= "
-             f"{report.extra.get('pixel_threshold')} or cosine &gt;= {report.extra.get('accept_threshold')}).</p>"]
+             f"{report.extra.get('pixel_threshold')}).</p>"]
     for n, g in enumerate(report.groups, 1):
         parts.append(f"<div class='g'><b>Group {n}</b> ({g.kind}, lowest cosine to the kept image {g.min_similarity:.4f})<br>")
         for i, (id_, path) in enumerate(zip(g.ids, g.paths)):
