@@ -10,16 +10,19 @@ crop, JPEG quality 50). Everything is embedded by ``transferkit.embed_folder`` w
 
 Measured, per dataset and over all:
 
-* positives: the cosine of every copy to its original;
-* negatives: every pair of images from *different* originals (copies included) with cosine >= t,
-  and each original's nearest different image;
-* at each threshold t: recall = share of (original, copy) pairs with cosine >= t; precision =
-  found (original, copy) pairs / (those + different-source pairs with cosine >= t).
-
-The chosen default is the middle of the widest range of thresholds where recall and precision are
-both >= 0.95 over the five edits the issue names (``combined`` is reported, not targeted),
-rounded to 0.01. Last, ``tk.find_duplicates`` runs on the whole folder at that threshold and the
-script checks that each copy lands in its original's group.
+* positives: the cosine and the pixel similarity (:mod:`transferkit.curate.pixels`) of every copy
+  to its original;
+* negatives: every pair of images from *different* originals (copies included) with cosine >= 0.5
+  (pixel similarity from cosine 0.70 up);
+* 1. embedding cosine alone: recall = share of (original, copy) pairs with cosine >= t; precision =
+  found (original, copy) pairs / (those + different-source pairs with cosine >= t);
+* 3. the product's rule, cosine >= floor and pixels >= p (cosine >= accept decides only where a
+  file cannot be read, which does not happen here), over a grid of (floor, p). The thresholds are chosen on ``--choose-on`` (flowers12) and checked on the other
+  datasets: the floor is the lowest target copy's cosine less 0.05, rounded down to 0.05; p is
+  midway between the highest different-source pixel score and the lowest copy's (candidates
+  below cosine 0.95, where the real duplicates a dataset holds would sit), rounded to 0.01;
+* 4. ``tk.find_duplicates`` on the whole folder at those thresholds: each copy should land in its
+  original's group, and groups should not mix originals.
 
 Usage:
     .venv/bin/python benchmarks/eval_duplicates.py                  # 5 datasets, 400 originals / 120 copied each
@@ -45,6 +48,10 @@ from duplicate_edits import EDITS, TARGET_EDITS, make_copy  # noqa: E402  (share
 
 DEFAULT_SETS = ("flowers12", "hymenoptera", "eurosat_rgb_small", "neu_steel", "mnist_test_png")
 MODEL = "efficientnet_lite0"
+#: Pairs below this cosine get no pixel score (they are below every floor swept).
+PIXEL_FLOOR = 0.70
+#: The pixel threshold is chosen on candidates below this cosine (see ``main``).
+CHOOSE_BELOW = 0.95
 
 
 def build_folder(root: Path, datasets: list[str], originals: int, copied: int, seed: int) -> dict[str, dict]:
@@ -107,6 +114,31 @@ def sweep(pos: np.ndarray, pos_edit: np.ndarray, neg: np.ndarray, thresholds: np
     return rows
 
 
+def rule_sweep(pos: np.ndarray, pos_pix: np.ndarray, neg: np.ndarray, neg_pix: np.ndarray, floors: np.ndarray,
+               pixels: np.ndarray) -> list[dict]:
+    """Recall and precision of the product's rule (cosine >= floor and pixels >= p; every file here is readable) per (floor, p)."""
+    out = []
+    for f in floors:
+        for p in pixels:
+            tp = int(np.sum((pos >= f) & (pos_pix >= p)))
+            fp = int(np.sum((neg >= f) & (neg_pix >= p)))
+            out.append({"floor": round(float(f), 3), "pixel": round(float(p), 3), "recall": tp / max(len(pos), 1),
+                        "precision": tp / max(tp + fp, 1), "false_pairs": fp})
+    return out
+
+
+def pixel_scores(paths: list[str], a: np.ndarray, b: np.ndarray, cos: np.ndarray, floor: float) -> np.ndarray:
+    """The pixel similarity of each pair with cosine >= ``floor`` (-1 for the others: never confirmed)."""
+    from transferkit.curate.pixels import PixelChecker
+
+    checker = PixelChecker(paths)
+    out = np.full(len(a), -1.0)
+    for k in np.flatnonzero(cos >= floor).tolist():
+        s = checker.similarity(int(a[k]), int(b[k]))
+        out[k] = -1.0 if s is None else s
+    return out
+
+
 def choose(rows: list[dict], goal: float = 0.95) -> tuple[float | None, tuple[float, float] | None]:
     ok = [r["threshold"] for r in rows if r["recall"] >= goal and r["precision"] >= goal]
     if not ok:
@@ -132,13 +164,19 @@ def main() -> None:
     ap.add_argument("--copied", type=int, default=120, help="originals per dataset that get the edited copies")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="folder for the images and the store (default: a temp folder)")
-    ap.add_argument("--threshold", type=float, default=None, help="also check find_duplicates at this threshold "
-                    "(default: the package's DEFAULT_THRESHOLD)")
+    ap.add_argument("--choose-on", default="flowers12", help="the dataset the rule's thresholds are chosen on")
+    ap.add_argument("--floor", type=float, default=None, help="candidate cosine (default: DEFAULT_THRESHOLD)")
+    ap.add_argument("--pixel", type=float, default=None, help="pixel threshold (default: PIXEL_THRESHOLD)")
+    ap.add_argument("--accept", type=float, default=None, help="cosine accepted alone (default: ACCEPT_THRESHOLD)")
     ap.add_argument("--json", type=Path, default=None, help="write the measurements here")
     args = ap.parse_args()
 
     import transferkit as tk
-    from transferkit.curate.duplicates import DEFAULT_THRESHOLD
+    from transferkit.curate.duplicates import ACCEPT_THRESHOLD, DEFAULT_THRESHOLD, PIXEL_THRESHOLD
+
+    args.floor = DEFAULT_THRESHOLD if args.floor is None else args.floor
+    args.pixel = PIXEL_THRESHOLD if args.pixel is None else args.pixel
+    args.accept = ACCEPT_THRESHOLD if args.accept is None else args.accept
 
     datasets = [d for d in args.datasets.split(",") if (DATASETS / d).is_dir()]
     if not datasets:
@@ -165,75 +203,111 @@ def main() -> None:
 
     orig_row = {s: i for i, (s, e) in enumerate(zip(source, edit)) if e == "original"}
     copies = np.flatnonzero(edit != "original")
-    pos = np.einsum("nd,nd->n", x[copies], x[[orig_row[s] for s in source[copies]]])
+    copy_orig = np.asarray([orig_row[s] for s in source[copies]])
+    pos = np.einsum("nd,nd->n", x[copies], x[copy_orig])
     pos_edit, pos_ds = edit[copies], dataset[copies]
     pi, pj, ps = pairs_above(x, 0.5)
     neg_mask = source[pi] != source[pj]
     neg, neg_ds = ps[neg_mask], dataset[pi[neg_mask]]
-    originals = np.flatnonzero(edit == "original")
-    nearest = nearest_other(x, source, originals)
+    paths = [snap["path"][i] for i in keep]
+    t0 = time.perf_counter()
+    pos_pix = pixel_scores(paths, copies, copy_orig, pos, 0.0)
+    neg_pix = pixel_scores(paths, pi[neg_mask], pj[neg_mask], neg, PIXEL_FLOOR)
+    t_pix = time.perf_counter() - t0
+    target = np.isin(pos_edit, TARGET_EDITS)
 
+    print("\n1. Embedding cosine alone (five target edits, all datasets): recall and precision per threshold")
     thresholds = np.round(np.arange(0.70, 0.996, 0.005), 4)
     overall = sweep(pos, pos_edit, neg, thresholds, TARGET_EDITS)
     chosen, feasible = choose(overall)
-    default = args.threshold if args.threshold is not None else DEFAULT_THRESHOLD
-    print(f"\nFeasible thresholds (recall >= 0.95 and precision >= 0.95, five target edits, all datasets): "
-          f"{feasible}; middle: {chosen}; the package's default: {DEFAULT_THRESHOLD}")
+    print(f"   thresholds with both >= 0.95: {feasible} (None: cosine alone cannot reach the goal)")
+    print(table([r for r in overall if 0.85 <= r["threshold"] <= 0.97 and round(r["threshold"] * 200) % 2 == 0],
+                ["threshold", "recall", "precision", "false_pairs"]))
 
-    print("\nCosine of each copy to its original (min / 5th percentile / median), and recall at the default "
-          f"{default}:")
-    rows = []
+    print(f"\n2. Per edit: cosine and pixel similarity (:mod:`transferkit.curate.pixels`) of each copy to its original "
+          f"({len(neg)} different-source pairs with cosine >= 0.5; pixels read and compared in {t_pix:.1f}s)")
+    per_edit = []
     for e in EDITS:
         m = pos_edit == e
-        rows.append({"edit": e, "pairs": int(m.sum()), "min": float(pos[m].min()), "p5": float(np.percentile(pos[m], 5)),
-                     "median": float(np.median(pos[m])), f"recall@{default}": float(np.mean(pos[m] >= default))})
-    print(table(rows, list(rows[0])))
+        per_edit.append({"edit": e, "pairs": int(m.sum()), "cos_min": float(pos[m].min()),
+                         "cos_p5": float(np.percentile(pos[m], 5)), "pix_min": float(pos_pix[m].min()),
+                         "pix_p5": float(np.percentile(pos_pix[m], 5)), "pix_median": float(np.median(pos_pix[m]))})
+    far = neg >= PIXEL_FLOOR
+    per_edit.append({"edit": "different source", "pairs": int(far.sum()), "cos_min": float(neg[far].min()),
+                     "cos_p5": float(np.percentile(neg[far], 5)), "pix_min": float(neg_pix[far].min()),
+                     "pix_p5": float(np.percentile(neg_pix[far], 95)), "pix_median": float(np.median(neg_pix[far]))})
+    print(table(per_edit, list(per_edit[0])))
+    print("   (the last row's pix_p5 column is its 95th percentile: the negatives' high end)")
 
-    print("\nPer dataset at the default: recall (target edits / combined), different-source pairs above it, precision; "
-          "each original's nearest different image (median / 99th percentile / max):")
-    per_ds = []
+    print(f"\n3. The rule (cosine >= floor and pixels >= p), chosen on {args.choose_on}, checked on the others")
+    floors, pix_grid = np.round(np.arange(0.70, 0.901, 0.05), 3), np.round(np.arange(0.80, 0.981, 0.02), 3)
+    per_ds_rule = {}
     for ds in datasets:
-        m_pos = (pos_ds == ds) & np.isin(pos_edit, TARGET_EDITS)
-        tp = int(np.sum(pos[m_pos] >= default))
-        fp = int(np.sum(neg[neg_ds == ds] >= default))
-        comb = (pos_ds == ds) & (pos_edit == "combined")
-        near = nearest[dataset[originals] == ds]
-        per_ds.append({"dataset": ds, "originals": int(np.sum(dataset[originals] == ds)), "copies": int(np.sum(pos_ds == ds)),
-                       "recall": tp / max(m_pos.sum(), 1), "recall_combined": float(np.mean(pos[comb] >= default)),
-                       "false_pairs": fp, "precision": tp / max(tp + fp, 1), "nearest_median": float(np.median(near)),
-                       "nearest_p99": float(np.percentile(near, 99)), "nearest_max": float(near.max())})
-    print(table(per_ds, list(per_ds[0])))
+        mp, mn = (pos_ds == ds) & target, neg_ds == ds
+        per_ds_rule[ds] = rule_sweep(pos[mp], pos_pix[mp], neg[mn], neg_pix[mn], floors, pix_grid)
+    pick = per_ds_rule.get(args.choose_on) or next(iter(per_ds_rule.values()))
+    ok = [r for r in pick if r["recall"] >= 0.95 and r["precision"] >= 0.95]
+    at_floor = [r["pixel"] for r in ok if r["floor"] == args.floor]
+    print(f"   on {args.choose_on}: feasible (floor, pixel) cells {len(ok)} of {len(pick)}; at floor {args.floor}: pixel "
+          f"thresholds {min(at_floor, default=None)}..{max(at_floor, default=None)} (middle "
+          f"{round((min(at_floor) + max(at_floor)) / 2, 2) if at_floor else None}); the package's: floor "
+          f"{DEFAULT_THRESHOLD}, pixel {PIXEL_THRESHOLD}, accept {ACCEPT_THRESHOLD}")
+    # the pixel threshold: midway between the highest different-source score and the lowest copy score on --choose-on,
+    # among candidates below cosine 0.95 (above it sit the real duplicates a dataset already holds, at pixels ~1)
+    mp = (pos_ds == args.choose_on) & target & (pos < CHOOSE_BELOW) & (pos >= args.floor)
+    mn = (neg_ds == args.choose_on) & (neg < CHOOSE_BELOW) & (neg >= args.floor)
+    if mp.any() and mn.any():
+        lo, hi = float(neg_pix[mn].max()), float(pos_pix[mp].min())
+        low_cos = float(pos[(pos_ds == args.choose_on) & target].min())
+        print(f"   on {args.choose_on}, candidates below cosine {CHOOSE_BELOW}: highest different-source pixel score {lo:.4f}, "
+              f"lowest copy's {hi:.4f}: midway {(lo + hi) / 2:.3f} -> pixel threshold {round((lo + hi) / 2, 2)}; lowest "
+              f"target copy cosine {low_cos:.4f} -> floor (minus 0.05, down to 0.05) {np.floor((low_cos - 0.05) * 20) / 20:.2f}")
+    rule_rows = []
+    for ds, rows_ in per_ds_rule.items():
+        for r in rows_:
+            if r["floor"] == args.floor and r["pixel"] in (0.84, 0.86, 0.88, 0.9, 0.92, 0.94, 0.96):
+                rule_rows.append({"dataset": ds, **r})
+    print(table(rule_rows, list(rule_rows[0])))
 
-    print("\nOverall sweep (five target edits):")
-    print(table([r for r in overall if 0.80 <= r["threshold"] <= 0.97], ["threshold", "recall", "precision", "false_pairs"]))
-
-    top_neg = np.argsort(-ps[neg_mask])[:8]
-    print("\nClosest different-source pairs (to inspect by eye: true duplicates already in a dataset count against precision):")
-    for k in top_neg:
-        a, b = pi[neg_mask][k], pj[neg_mask][k]
-        print(f"  {ps[neg_mask][k]:.4f}  {info[a]['file']}  {info[b]['file']}  ({info[a]['edit']}, {info[b]['edit']})")
-
-    # The product's own path at the default: each copy should share its original's group.
+    # The product's own path at its defaults: each copy should share its original's group, and nothing else.
     t0 = time.perf_counter()
-    report = tk.find_duplicates(store_path, threshold=default)
+    report = tk.find_duplicates(store_path, threshold=args.floor, accept_threshold=args.accept, pixel_threshold=args.pixel)
     t_find = time.perf_counter() - t0
     path_row = {snap["path"][i]: n for n, i in enumerate(keep)}
     group_of = {}
+    wrong = total = 0
     for g_id, g in enumerate(report.groups):
         for path in g.paths:
             if path in path_row:
                 group_of[path_row[path]] = g_id
+        kept = source[path_row[g.paths[0]]] if g.paths[0] in path_row else None
+        members = [source[path_row[p]] for p in g.paths[1:] if p in path_row]
+        total += len(members)
+        wrong += sum(m != kept for m in members)
     found = np.asarray([group_of.get(c) is not None and group_of.get(c) == group_of.get(orig_row[source[c]]) for c in copies])
     impure = sum(1 for g in report.groups if len({source[path_row[p]] for p in g.paths if p in path_row}) > 1)
-    target = np.isin(pos_edit, TARGET_EDITS)
-    print(f"\nfind_duplicates at {default}: {len(report.groups)} groups in {t_find:.1f}s; copies in their "
-          f"original's group: {found[target].mean():.3f} of the target edits, {found[~target].mean():.3f} of combined; "
-          f"groups mixing different originals: {impure}")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "datasets": datasets, "chosen": chosen, "feasible": feasible,
-                                         "default": default, "per_edit": rows, "per_dataset": per_ds, "sweep": overall,
-                                         "group_recall": float(found[target].mean()), "impure_groups": impure}, indent=2))
+    print(f"\n4. find_duplicates (floor {args.floor}, pixel {args.pixel}, accept {args.accept}): {len(report.groups)} groups "
+          f"in {t_find:.1f}s ({report.extra['num_candidates']} candidates, {report.extra['pixel_read']} thumbnails read)")
+    for ds in datasets:
+        m = pos_ds == ds
+        print(f"   {ds}: copies in their original's group {found[m & target].mean():.3f} of the target edits, "
+              f"{found[m & ~target].mean():.3f} of combined")
+    print(f"   members grouped with another original's kept image: {wrong} of {total} (group precision "
+          f"{1 - wrong / max(total, 1):.3f}); groups mixing different originals: {impure}")
 
+    top = np.argsort(-np.where((neg_pix >= args.pixel) & (neg >= args.floor), neg, -1))[:6]
+    print("\nDifferent-source pairs the rule accepts (inspect by eye: true duplicates already in a dataset count against "
+          "precision):")
+    for k in top:
+        if neg_pix[k] < args.pixel or neg[k] < args.floor:
+            break
+        a, b = pi[neg_mask][k], pj[neg_mask][k]
+        print(f"  cos {neg[k]:.4f} pix {neg_pix[k]:.4f}  {info[a]['file']}  {info[b]['file']}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "datasets": datasets, "cosine_alone_feasible": feasible,
+                                         "per_edit": per_edit, "rule": per_ds_rule, "sweep": overall,
+                                         "group_recall": float(found[target].mean()), "impure_groups": impure,
+                                         "group_precision": 1 - wrong / max(total, 1)}, indent=2))
 
 if __name__ == "__main__":
     main()

@@ -101,6 +101,7 @@ def pipeline(
     from .data.folders import check_folder
     from .report import write_report
     from .training.checkpoint import CONFIG_FILE
+    from .training.leakage_check import pipeline_leakage
 
     check_folder(data)
     reporter = make_reporter(progress, quiet=quiet)
@@ -123,6 +124,9 @@ def pipeline(
                              settings=settings)
     timings["embed"] = time.perf_counter() - t
     store = tk.EmbeddingStore.open(out_dir / STORE_DIR)
+    leakage = pipeline_leakage(out_dir / "metrics.json", store, reporter)  # near copies, when training could not check them
+    if leakage is not None:
+        run.metrics["leakage"] = leakage
     snap = store.snapshot()
     labels = [str(x) for x in snap["label"].tolist()]
 

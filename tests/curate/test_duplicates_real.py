@@ -1,4 +1,4 @@
-"""Slow: injected near duplicates of real photos (flowers12) are found by find_duplicates at the default threshold."""
+"""Slow: injected near duplicates of real photos (flowers12) are found by find_duplicates at its defaults, and nothing else."""
 
 from __future__ import annotations
 
@@ -23,14 +23,15 @@ def test_injected_copies_group_with_their_original(tmp_path, flowers12):
             for edit in TARGET_EDITS:
                 make_copy(src, data / f"c{i:02d}_{edit}.jpg", edit, seed=i)
     tk.embed_folder(tk.Extractor.from_backbone("efficientnet_lite0"), data, tmp_path / "store", quiet=True)
-    report = tk.find_duplicates(tmp_path / "store", threshold=DEFAULT_THRESHOLD)
+    report = tk.find_duplicates(tmp_path / "store")
     group_of = {path.rsplit("/", 1)[-1]: g_id for g_id, g in enumerate(report.groups) for path in g.paths}
     originals = {i: f"o{i:02d}{src.suffix.lower()}" for i, src in enumerate(picked)}
     found = [group_of.get(f"c{i:02d}_{edit}.jpg") is not None
              and group_of.get(f"c{i:02d}_{edit}.jpg") == group_of.get(originals[i])
              for i in range(8) for edit in TARGET_EDITS]
-    # benchmarks/eval_duplicates.py measured 0.93 of copies in their original's group at 0.9 (780 images):
-    # this guards that level; the issue's 0.95 goal is not reached by this model's cosine alone
-    assert sum(found) / len(found) >= 0.85, found
+    # benchmarks/eval_duplicates.py measured 1.000 of copies in their original's group (780 images, flowers12 and
+    # hymenoptera) with the pixel check; the issue's goal is 0.95
+    assert sum(found) / len(found) >= 0.95, found
     mixed = [g.paths for g in report.groups if len({p.rsplit("/", 1)[-1][1:3] for p in g.paths}) > 1]
-    assert len(mixed) <= 1, mixed
+    assert not mixed, mixed
+    assert report.threshold == DEFAULT_THRESHOLD and report.extra["pixel_unreadable"] == 0

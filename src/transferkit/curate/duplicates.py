@@ -1,10 +1,15 @@
 """Exact and near-duplicate images in a store, grouped, with the copy to keep.
 
 Exact duplicates share a content digest (the store's ``fingerprint``, blake2b of the file's
-bytes). Near duplicates have cosine similarity >= ``threshold``; pairs are found by exact
-blocked matrix products over chunks of the (normalised) vectors, so memory stays bounded by
-:data:`BLOCK_ELEMENTS` scores and no N x N matrix is ever held. Pairs of both kinds are
-merged into groups by union-find.
+bytes). Near duplicates are found in two steps: *candidates*, pairs with embedding cosine >=
+``threshold`` (exact blocked products for small stores, a faiss IVF range search for large
+ones: :mod:`.candidates`; no N x N matrix either way), then *confirmation* by the pixel signal
+of :mod:`.pixels` (tiny thumbnails, robust to resizing, re-encoding, 10% crops, flips and colour
+shifts) >= ``pixel_threshold``, or, where an image file cannot be read (moved since it was
+embedded), by cosine >= ``accept_threshold`` alone. Candidates
+are merged by union-find, and every group is then split so that each member is itself a
+confirmed duplicate of the group's kept image: a chain of near pairs (A~B, B~C) never joins
+two different originals A and C.
 """
 
 from __future__ import annotations
@@ -16,12 +21,21 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from .candidates import BLOCK_ELEMENTS, candidate_pairs, near_pairs  # noqa: F401  (near_pairs: re-exported)
+from .pixels import PixelChecker
 
-#: Default cosine threshold, measured by benchmarks/eval_duplicates.py (efficientnet_lite0, flowers12 + hymenoptera):
-#: pair precision 0.977, recall 0.84 there (0.93 of copies land in their original's group); see BENCHMARKS.md.
-DEFAULT_THRESHOLD = 0.9
-#: Score elements (rows x columns) per block of the pairwise products: 16M float32 = 64 MB.
-BLOCK_ELEMENTS = 16 * 1024 * 1024
+# The three thresholds were chosen on flowers12 and checked on hymenoptera by benchmarks/eval_duplicates.py
+# (efficientnet_lite0, injected copies); see BENCHMARKS.md "Curation: near-duplicate threshold".
+#: Cosine at or above which a pair is a near-duplicate *candidate*: the lowest copy's cosine to its original (0.82)
+#: less a 0.05 margin, rounded down to 0.05. Below it, a pair is never a duplicate.
+DEFAULT_THRESHOLD = 0.75
+#: Cosine that decides alone where the pixel check cannot run (a file is unreadable, or ``pixels=False``): cosine
+#: alone had pair precision 0.995 there (the one different-source pair above it is a real duplicate).
+ACCEPT_THRESHOLD = 0.95
+#: Thumbnail correlation (:mod:`.pixels`) that confirms a candidate: midway between the highest different-source
+#: score (0.87) and the lowest copy's (0.96) among candidates below cosine 0.95, rounded to 0.01.
+PIXEL_THRESHOLD = 0.92
+DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "accept_threshold": ACCEPT_THRESHOLD, "pixel_threshold": PIXEL_THRESHOLD}
 
 
 @dataclass
@@ -33,7 +47,7 @@ class DuplicateGroup:
         ids: every member's id, the kept one first.
         paths: the members' paths, in the order of ``ids``.
         kind: ``exact`` when all members have the same bytes, else ``near``.
-        min_similarity: the lowest cosine similarity over the confirmed pairs that joined the group.
+        min_similarity: the lowest cosine similarity of a member to the kept image.
     """
 
     keep: str
@@ -52,9 +66,12 @@ class DuplicateReport:
 
     Attributes:
         groups: the groups, largest first.
-        threshold: the cosine threshold used.
+        threshold: the candidate cosine threshold used.
         num_images: rows examined.
-        num_exact_pairs, num_near_pairs: pairs found by digest and by similarity.
+        num_exact_pairs, num_near_pairs: pairs found by digest, and candidate pairs confirmed.
+        extra: how the search went: ``accept_threshold``, ``pixel_threshold``, ``num_candidates``,
+            ``candidates_by`` (``exact``, ``ivf``, ``store-ivf``), ``pixel_read`` / ``pixel_unreadable``
+            (images whose thumbnails were read / could not be; their pairs need ``accept_threshold``).
     """
 
     groups: list[DuplicateGroup]
@@ -72,47 +89,18 @@ class DuplicateReport:
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "num_images": self.num_images, "num_groups": len(self.groups),
                 "num_removable": self.num_removable, "num_exact_pairs": self.num_exact_pairs,
-                "num_near_pairs": self.num_near_pairs, "groups": [g.to_dict() for g in self.groups]}
+                "num_near_pairs": self.num_near_pairs, **self.extra, "groups": [g.to_dict() for g in self.groups]}
 
 
-def check_threshold(threshold: float) -> float:
-    """``threshold`` as a float in (0, 1], else :class:`ConfigError`."""
+def check_threshold(threshold: float, name: str = "threshold") -> float:
+    """``threshold`` as a float in (0, 1], else :class:`ConfigError` naming ``name``."""
     try:
         t = float(threshold)
     except (TypeError, ValueError):
         t = float("nan")
     if not 0.0 < t <= 1.0:
-        raise ConfigError(f"`threshold` must be a cosine similarity in (0, 1]; got {threshold!r}. Try 0.9.")
+        raise ConfigError(f"`{name}` must be a similarity in (0, 1]; got {threshold!r}. Try {DEFAULTS.get(name, DEFAULT_THRESHOLD)}.")
     return t
-
-
-def near_pairs(vectors: np.ndarray, threshold: float, *, block_elements: int = BLOCK_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``i < j`` of rows with cosine similarity >= ``threshold``, exactly, in bounded blocks.
-
-    Args:
-        vectors: ``(N, D)`` L2-normalised rows.
-        threshold: cosine similarity in (0, 1].
-        block_elements: most scores held at once (rows x columns of one block).
-
-    Returns:
-        ``(pairs (P, 2) int64, similarities (P,) float32)``.
-    """
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(x)
-    found_pairs, found_sims = [np.empty((0, 2), np.int64)], [np.empty(0, np.float32)]
-    col_step = max(1, min(n, block_elements))
-    row_step = max(1, block_elements // col_step)
-    for r0 in range(0, n, row_step):
-        r1 = min(r0 + row_step, n)
-        for c0 in range(r0, n, col_step):  # only columns at or after the block's first row: j > i below
-            c1 = min(c0 + col_step, n)
-            scores = x[r0:r1] @ x[c0:c1].T
-            ri, ci = np.nonzero(scores >= threshold)
-            rows, cols = ri + r0, ci + c0
-            upper = cols > rows
-            found_pairs.append(np.stack([rows[upper], cols[upper]], axis=1).astype(np.int64))
-            found_sims.append(scores[ri[upper], ci[upper]].astype(np.float32))
-    return np.concatenate(found_pairs), np.concatenate(found_sims)
 
 
 def exact_pairs(digests: list[str]) -> np.ndarray:
@@ -152,70 +140,191 @@ def _keep_key(row: dict[str, Any]) -> tuple:
     return (-int(row.get("width", 0)) * int(row.get("height", 0)), len(str(row.get("path", ""))), str(row["id"]))
 
 
+
+
+class Confirmer:
+    """Whether two rows are duplicates: same digest, or cosine >= ``threshold`` and pixels >= ``pixel`` (cosine >= ``accept``
+    where a file cannot be read).
+
+    Args:
+        rows: dicts with ``path`` and ``fingerprint``.
+        vectors: ``(N, D)`` L2-normalised rows.
+        pixels: a :class:`~transferkit.curate.pixels.PixelChecker` over the rows' paths, or None
+            to decide on cosine alone (>= ``accept``).
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], vectors: np.ndarray, *, threshold: float, accept: float, pixel: float,
+                 pixels: PixelChecker | None):
+        self.digests = [str(r.get("fingerprint") or "") for r in rows]
+        self.vectors = vectors
+        self.threshold, self.accept, self.pixel = threshold, max(accept, threshold), pixel
+        self.pixels = pixels
+
+    def confirm(self, keep: int, others: list[int]) -> tuple[list[int], list[float]]:
+        """The rows of ``others`` that duplicate row ``keep``, with their cosine to it."""
+        cos = self.vectors[others] @ self.vectors[keep]
+        out, sims = [], []
+        for i, c in zip(others, cos.tolist()):
+            same = bool(self.digests[i]) and self.digests[i] == self.digests[keep]
+            if same or self._near(keep, i, c):
+                out.append(i)
+                sims.append(1.0 if same else c)
+        return out, sims
+
+    def confirm_pairs(self, pairs: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """A mask of the candidate ``pairs`` (with their cosines ``sims``) that are duplicates."""
+        if self.pixels is None:
+            return (sims >= self.threshold) & (sims >= self.accept)
+        self.pixels.prefetch(pairs.ravel())
+        return np.asarray([self._near(int(a), int(b), float(c)) for (a, b), c in zip(pairs.tolist(), sims.tolist())],
+                          dtype=bool).reshape(len(pairs))
+
+    def _near(self, a: int, b: int, cos: float) -> bool:
+        # the pixels decide whenever both files can be read: on textures (neu_steel) and uniform tiles (eurosat)
+        # different images reach cosine 0.95, so cosine alone is only the fallback
+        if cos < self.threshold:
+            return False
+        score = self.pixels.similarity(a, b) if self.pixels is not None else None
+        return score >= self.pixel if score is not None else cos >= self.accept
+
+
+def _components(nodes: list[int], pairs: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
+    """Connected components (of 2+ rows) of the graph ``pairs`` restricted to ``nodes``, each with its own pairs."""
+    order = np.asarray(sorted(nodes), dtype=np.int64)
+    local = np.searchsorted(order, pairs).clip(0, max(len(order) - 1, 0)) if len(order) else pairs
+    inside = (order[local] == pairs).all(1) if len(order) and len(pairs) else np.zeros(len(pairs), dtype=bool)
+    pairs, local = pairs[inside], local[inside]
+    uf = _UnionFind(len(order))
+    for a, b in local.tolist():
+        uf.union(a, b)
+    roots = np.asarray([uf.find(i) for i in range(len(order))], dtype=np.int64)
+    sizes = np.bincount(roots, minlength=len(order)) if len(order) else np.zeros(0, np.int64)
+    edge_root = roots[local[:, 0]] if len(local) else np.zeros(0, np.int64)
+    # nodes and pairs sorted by component once: slicing each component is then O(its size)
+    by_root, node_by_root = np.argsort(edge_root, kind="stable"), np.argsort(roots, kind="stable")
+    starts = np.searchsorted(edge_root[by_root], np.arange(len(order) + 1))
+    node_starts = np.searchsorted(roots[node_by_root], np.arange(len(order) + 1))
+    out = []
+    for root in np.flatnonzero(sizes > 1).tolist():
+        members = order[node_by_root[node_starts[root]:node_starts[root + 1]]].tolist()
+        out.append((members, pairs[by_root[starts[root]:starts[root + 1]]]))
+    return out
+
+
+def _split(component: list[int], pairs: np.ndarray, rows: list[dict[str, Any]],
+           confirmer: Confirmer) -> list[tuple[list[int], float]]:
+    """``component`` as groups whose members each duplicate the group's kept (first) row, with the lowest cosine to it."""
+    out = []
+    todo = [(component, pairs)]
+    while todo:
+        members, edges = todo.pop()
+        members = sorted(members, key=lambda i: _keep_key(rows[i]))
+        keep, rest = members[0], members[1:]
+        kept, sims = confirmer.confirm(keep, rest)
+        if kept:
+            out.append(([keep, *kept], min(sims)))
+        # what is left may hold other originals' copies, linked by their own pairs only
+        todo.extend(_components(sorted(set(rest) - set(kept)), edges))
+    return out
+
+
 def group_duplicates(rows: list[dict[str, Any]], vectors: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD,
+                     accept_threshold: float = ACCEPT_THRESHOLD, pixel_threshold: float = PIXEL_THRESHOLD,
+                     pixels: bool = True, index=None, positions: np.ndarray | None = None,
                      block_elements: int = BLOCK_ELEMENTS) -> DuplicateReport:
     """Group ``rows`` (dicts with ``id``, ``path``, ``fingerprint``, ``width``, ``height``) by exact and near duplication.
 
     Args:
         rows: one per row of ``vectors``.
         vectors: ``(N, D)`` L2-normalised embeddings.
-        threshold: cosine similarity at or above which two images are near duplicates.
+        threshold: cosine at or above which a pair is a candidate near duplicate.
+        accept_threshold: cosine that confirms a candidate where the pixel check cannot run.
+        pixel_threshold: thumbnail correlation at or above which a candidate is confirmed.
+        pixels: read the candidates' images for the pixel check (False: cosine >= ``accept_threshold`` decides).
+        index, positions: a faiss IVF index over the vectors to range-search (see
+            :func:`~transferkit.curate.candidates.candidate_pairs`); None: exact or a temporary index, by size.
 
     Raises:
-        ConfigError: ``threshold`` outside (0, 1].
+        ConfigError: a threshold outside (0, 1].
     """
     threshold = check_threshold(threshold)
+    accept_threshold = check_threshold(accept_threshold, "accept_threshold")
+    pixel_threshold = check_threshold(pixel_threshold, "pixel_threshold")
     if len(rows) != len(vectors):
         raise ValueError(f"{len(rows)} rows but {len(vectors)} vectors")
     n = len(rows)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     exact = exact_pairs([str(r.get("fingerprint") or "") for r in rows])
-    near, sims = near_pairs(vectors, threshold, block_elements=block_elements) if n > 1 else (np.empty((0, 2), np.int64), np.empty(0))
-    uf = _UnionFind(n)
-    for a, b in np.concatenate([exact, near]).tolist():
-        uf.union(a, b)
-    members: dict[int, list[int]] = {}
-    for i in range(n):
-        members.setdefault(uf.find(i), []).append(i)
-    min_sim: dict[int, float] = {}
-    for (a, _), s in zip(near.tolist(), sims.tolist()):
-        root = uf.find(a)
-        min_sim[root] = min(min_sim.get(root, 1.0), float(s))
+    if n > 1:
+        near, sims, method = candidate_pairs(vectors, threshold, index=index, positions=positions,
+                                             block_elements=block_elements)
+    else:
+        near, sims, method = np.empty((0, 2), np.int64), np.empty(0, np.float32), "exact"
+    checker = PixelChecker([str(r.get("path") or "") for r in rows]) if pixels else None
+    confirmer = Confirmer(rows, vectors, threshold=threshold, accept=accept_threshold, pixel=pixel_threshold, pixels=checker)
+    # only confirmed pairs link rows; the split below still checks each member against its group's kept image
+    confirmed = near[confirmer.confirm_pairs(near, sims)]
+    edges = np.concatenate([exact, confirmed])
     groups = []
-    for root, idx in members.items():
-        if len(idx) < 2:
-            continue
-        ordered = sorted(idx, key=lambda i: _keep_key(rows[i]))
-        same_bytes = len({rows[i].get("fingerprint") for i in idx}) == 1 and bool(rows[idx[0]].get("fingerprint"))
-        groups.append(DuplicateGroup(keep=str(rows[ordered[0]]["id"]), ids=[str(rows[i]["id"]) for i in ordered],
-                                     paths=[str(rows[i].get("path", "")) for i in ordered],
-                                     kind="exact" if same_bytes else "near", min_similarity=round(min_sim.get(root, 1.0), 6)))
+    for component, pairs in _components(list(range(n)), edges):
+        for idx, low in _split(component, pairs, rows, confirmer):
+            same_bytes = len({rows[i].get("fingerprint") for i in idx}) == 1 and bool(rows[idx[0]].get("fingerprint"))
+            groups.append(DuplicateGroup(keep=str(rows[idx[0]]["id"]), ids=[str(rows[i]["id"]) for i in idx],
+                                         paths=[str(rows[i].get("path", "")) for i in idx],
+                                         kind="exact" if same_bytes else "near", min_similarity=round(low, 6)))
     groups.sort(key=lambda g: (-len(g.ids), g.keep))
-    return DuplicateReport(groups, threshold, n, num_exact_pairs=len(exact), num_near_pairs=len(near))
+    extra = {"accept_threshold": confirmer.accept, "pixel_threshold": pixel_threshold if pixels else None,
+             "num_candidates": int(len(near)), "candidates_by": method,
+             "pixel_read": checker.num_read if checker else 0, "pixel_unreadable": checker.num_unreadable if checker else 0}
+    return DuplicateReport(groups, threshold, n, num_exact_pairs=len(exact), num_near_pairs=len(confirmed), extra=extra)
 
 
-def find_duplicates(store: Any, *, threshold: float = DEFAULT_THRESHOLD, split: str | None = None) -> DuplicateReport:
+def find_duplicates(store: Any, *, threshold: float = DEFAULT_THRESHOLD, accept_threshold: float = ACCEPT_THRESHOLD,
+                    pixel_threshold: float = PIXEL_THRESHOLD, pixels: bool = True, split: str | None = None) -> DuplicateReport:
     """Exact and near-duplicate images of an embedding store, grouped, with the copy to keep.
+
+    Candidates come from the store's IVF index (:func:`~transferkit.build_index`) when it is up
+    to date and covers the rows, else from exact products (small stores) or a temporary IVF
+    index (large ones). The pixel check reads the candidates' image files; where a file is gone,
+    its pairs need cosine >= ``accept_threshold`` (``extra["pixel_unreadable"]`` counts them).
 
     Args:
         store: an :class:`~transferkit.EmbeddingStore` or its folder.
-        threshold: cosine similarity at or above which two images are near duplicates.
+        threshold, accept_threshold, pixel_threshold, pixels: see :func:`group_duplicates`.
         split: only rows of this split.
 
     Returns:
         A :class:`DuplicateReport`; ``to_dict()`` is the JSON form.
 
     Raises:
-        ConfigError: ``threshold`` outside (0, 1].
+        ConfigError: a threshold outside (0, 1].
         StoreError: ``store`` is not a store.
     """
     from ..store import _lance
-    from ..store.store import EmbeddingStore, sql_quote
+    from ..store.store import EmbeddingStore
 
     threshold = check_threshold(threshold)
     if isinstance(store, (str, os.PathLike)):
         store = EmbeddingStore.open(store)
-    where = None if split is None else f"split = {sql_quote(split)}"
-    tbl = store._scan(columns=["id", "path", "fingerprint", "width", "height", "vector"], where=where)
+    tbl = store.to_arrow(columns=["id", "path", "fingerprint", "width", "height", "vector"], split=split)
     vectors = _lance.matrix(tbl.column("vector"), store.dim)
     rows = tbl.drop(["vector"]).to_pylist()
-    return group_duplicates(rows, vectors, threshold=threshold)
+    index, positions = _store_ivf(store, [r["id"] for r in rows])
+    return group_duplicates(rows, vectors, threshold=threshold, accept_threshold=accept_threshold,
+                            pixel_threshold=pixel_threshold, pixels=pixels, index=index, positions=positions)
+
+
+def _store_ivf(store: Any, ids: list[str]) -> tuple[Any, np.ndarray | None]:
+    """The store's IVF index and the row of each of its positions, when it is up to date and large enough to pay."""
+    from .candidates import EXACT_MAX_WORK
+
+    if len(ids) ** 2 * store.dim / 2 <= EXACT_MAX_WORK:
+        return None, None
+    ann = store.ann_index()
+    if ann is None or getattr(ann, "info", {}).get("kind") != "faiss-ivf-flat-ip":  # HNSW: no range search; IVF-PQ: inexact
+        return None, None
+    row_of = {id_: r for r, id_ in enumerate(ids)}
+    positions = np.asarray([row_of.get(str(i), -1) for i in ann.ids.tolist()], dtype=np.int64)
+    if (positions >= 0).sum() < len(ids):  # rows the index does not cover (it is stale): build one
+        return None, None
+    return ann.index, positions

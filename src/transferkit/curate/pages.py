@@ -35,9 +35,10 @@ def duplicates_html(report, *, title: str = "Duplicate images") -> str:
              "figure{display:inline-block;margin:.3em;width:170px;vertical-align:top;font-size:11px;word-break:break-all}",
              ".keep{outline:3px solid #2a2}</style></head><body>",
              f"<h1>{html.escape(title)}</h1><p>{len(report.groups)} groups, {report.num_removable} removable images "
-             f"of {report.num_images} (cosine threshold {report.threshold}).</p>"]
+             f"of {report.num_images} (candidates at cosine &gt;= {report.threshold}, confirmed by thumbnails &gt;= "
+             f"{report.extra.get('pixel_threshold')}).</p>"]
     for n, g in enumerate(report.groups, 1):
-        parts.append(f"<div class='g'><b>Group {n}</b> ({g.kind}, min similarity {g.min_similarity:.4f})<br>")
+        parts.append(f"<div class='g'><b>Group {n}</b> ({g.kind}, lowest cosine to the kept image {g.min_similarity:.4f})<br>")
         for i, (id_, path) in enumerate(zip(g.ids, g.paths)):
             uri = thumbnail_uri(path)
             img = f"<img src='{uri}' alt=''>" if uri else "<i>(unreadable)</i>"

@@ -260,6 +260,12 @@ class EmbeddingStore:
         tbl = self._scan(columns=columns, where=where_clause(where, label, split))
         return tbl.to_pylist()
 
+    def to_arrow(self, *, columns: Sequence[str] | None = None, where: str | None = None, label: str | None = None,
+                 split: str | None = None):
+        """The matching rows as one ``pyarrow.Table`` (optionally only ``columns``): one scan, for bulk readers such as
+        :func:`~transferkit.find_duplicates` that want the vectors as a column rather than per-row dicts."""
+        return self._scan(columns=columns, where=where_clause(where, label, split))
+
     @table_errors("read")
     def _scan(self, *, columns: Sequence[str] | None = None, where: str | None = None):
         # A vector-less query is a plain scan; it avoids needing pylance for filtered reads.

@@ -189,12 +189,13 @@ def features_sharded(ctx: RunContext, images, compute):
     idx = shard_indices(len(images), ctx)
     fb = compute(images.subset(idx))
     mine = (fb.features.cpu(), fb.labels.cpu(), torch.tensor([idx[int(i)] for i in fb.indices], dtype=torch.long),
-            {idx[i]: r for i, r in fb.skipped.items()}, fb.seconds)
+            {idx[i]: r for i, r in fb.skipped.items()}, fb.seconds, {idx[i]: d for i, d in fb.fingerprints.items()})
     parts = gather_objects(ctx, mine)
     indices = torch.cat([p[2] for p in parts])
     order = torch.argsort(indices)
     return FeatureBatch(torch.cat([p[0] for p in parts])[order], torch.cat([p[1] for p in parts])[order], indices[order],
-                        {i: r for p in parts for i, r in p[3].items()}, max(p[4] for p in parts))
+                        {i: r for p in parts for i, r in p[3].items()}, max(p[4] for p in parts),
+                        {i: d for p in parts for i, d in p[5].items()})
 
 
 # -- the launcher ------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ The ``auto`` probe's features of a training sample are kept and reused by the ca
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,12 +28,20 @@ PROBE_PER_CLASS = 60
 
 @dataclass
 class CachedFeatures:
-    """Features and labels of the readable images of the train and val splits, on the run's device."""
+    """Features and labels of the readable images of the train and val splits, on the run's device.
+
+    ``train_index`` / ``val_index``: the image index (in its split) of each feature row;
+    ``fingerprints``: ``{"train": {index: digest}, "val": {...}}``, digested as the files were read
+    (the leakage check reuses them instead of reading the data again).
+    """
 
     train: torch.Tensor
     train_labels: torch.Tensor
     val: torch.Tensor
     val_labels: torch.Tensor
+    train_index: list[int] = field(default_factory=list)
+    val_index: list[int] = field(default_factory=list)
+    fingerprints: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 class FrozenFeatures:
@@ -62,6 +70,7 @@ class FrozenFeatures:
         self.settings = settings
         self._runner = None
         self._probe: dict[int, torch.Tensor] = {}  # train index -> feature, from the auto probe
+        self._probe_digests: dict[int, str] = {}
 
     @property
     def runner(self):
@@ -82,10 +91,11 @@ class FrozenFeatures:
         return dict(self._runner.info) if self._runner is not None else {}
 
     def _compute(self, images, description: str, batch_size: int):
-        # on several processes each computes its share, and every one gets them all
+        # on several processes each computes its share, and every one gets them all (digests too, for the leakage check)
         return distributed.features_sharded(self.ctx, images, lambda part: compute_features(
             self.backbone, part, batch_size=batch_size, device=self.ctx.device, num_workers=self.num_workers,
-            progress=self.reporter, description=description, runner=self.runner, settings=self.settings))
+            progress=self.reporter, description=description, runner=self.runner, settings=self.settings,
+            fingerprints=True))
 
     def probe(self, seed: int) -> AutoDecision:
         """Let ``auto`` decide from how well the frozen features separate the classes (LOO kNN on a sample).
@@ -102,6 +112,7 @@ class FrozenFeatures:
         sample = sorted(i for v in per_class.values() for i in v)
         fb = self._compute(train.subset(sample), "auto: probing features", self.batch_size * 2)
         self._probe = {sample[int(i)]: fb.features[j] for j, i in enumerate(fb.indices.tolist())}
+        self._probe_digests = {sample[i]: d for i, d in fb.fingerprints.items()}
         labels = fb.labels.numpy()
         if len(labels) < 3:
             raise DataError("Too few readable training images to choose a strategy automatically; set `strategy` explicitly.")
@@ -139,7 +150,19 @@ class FrozenFeatures:
                               images=len(train) + len(va.features), computed=n_new, seconds=seconds,
                               backend=info.get("backend"), precision=info.get("precision"))
         dev = self.ctx.device
-        return CachedFeatures(train.to(dev), train_labels.to(dev), va.features.to(dev), va.labels.to(dev))
+        train_fp = dict(self._probe_digests) | {todo[i]: d for i, d in part.fingerprints.items()}
+        return CachedFeatures(train.to(dev), train_labels.to(dev), va.features.to(dev), va.labels.to(dev),
+                              train_index=order, val_index=va.indices.tolist(),
+                              fingerprints={"train": train_fp, "val": dict(va.fingerprints)})
+
+    def test_features(self):
+        """Features and digests of the test split's readable images (a :class:`FeatureBatch`), for the leakage check.
+
+        Not sharded: the check runs on rank 0 alone, while the other processes wait for its results.
+        """
+        return compute_features(self.backbone, self.splits.test, batch_size=max(self.batch_size, 64), device=self.ctx.device,
+                                num_workers=self.num_workers, progress=self.reporter, description="features (test)",
+                                runner=self.runner, settings=self.settings, fingerprints=True)
 
 
 def resumed_inference(backend: str, precision: str, used: dict | None, device: torch.device) -> tuple[str, str]:

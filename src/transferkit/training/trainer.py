@@ -17,7 +17,6 @@ import torch
 from .._io import write_json_atomic
 from ..backbones import create_backbone
 from ..config import ProcessLayout
-from ..curate.leakage import split_leakage
 from ..data.folders import ImageSet, discover
 from ..data.loading import make_loader
 from ..errors import DataError
@@ -33,6 +32,7 @@ from .ema import WeightEMA, averaged
 from .evaluate import classification_metrics, loss_and_accuracy, predict_logits
 from .features import CachedFeatures, FrozenFeatures, resumed_inference
 from .input_size import choose_input_size, input_note
+from .leakage_check import run_leakage
 from .model import TransferModel, save_model
 from .optim import BatchMixer, freeze_batchnorm, make_criterion, make_optimizer, train_step, train_transform
 from .run import Run
@@ -379,7 +379,7 @@ class _Trainer:
             "confusion_matrix": cm, "device": str(self.ctx.device), "model": self.cfg.model,
             "inference": self.features.info if self.cached is not None else None, "head_fit": p.head_fit or None,
             "lr_find": p.lr_find or None, "input_size": p.input_size, "ema": self.cfg.ema or None,
-            "leakage": split_leakage(self.splits, self.reporter),
+            "leakage": run_leakage(self),
         })
         metrics["dataset"]["skipped_files"] = len(self.skipped)
         write_json_atomic(self.out / "metrics.json", metrics)
