@@ -8,9 +8,9 @@ Each dataset (every split) is embedded once by ``transferkit.embed_folder`` with
   ``label_issues_of_rows`` runs on the flipped labels; with N = the number of flips, reported
   are precision@N (of the top N flagged, the share that are flips; it equals recall@N), the
   precision and recall of everything flagged, and how often the suggested label is the true one.
-* **outliers**: ``--planted`` images of another dataset (labelled with random classes of the
-  host) are added; reported is the share of them in the top ``planted`` of *far from
-  everything* and of *far from their class*.
+* **outliers**: ``--per-source`` images from each of the other shared datasets (stray images of
+  another kind, labelled with random classes of the host) are added; reported is the share of
+  them in the top P (P = the number planted) of *far from everything* and of *far from their class*.
 
 Usage:
     .venv/bin/python benchmarks/eval_label_issues.py                       # 3 datasets, 3 seeds
@@ -34,8 +34,8 @@ from transferkit.curate.outliers import outliers_of_rows
 from transferkit.curate.source import StoreRows, load_rows
 
 DEFAULT_SETS = ("eurosat_rgb_small", "neu_steel", "flowers12")
-#: Where the planted outliers of each host come from (visibly another kind of image).
-PLANT_FROM = {"eurosat_rgb_small": "flowers12", "neu_steel": "flowers12", "flowers12": "neu_steel", "hymenoptera": "neu_steel"}
+#: Where planted outliers come from (each a visibly different kind of image); a host's own set is skipped.
+PLANT_SOURCES = ("flowers12", "neu_steel", "eurosat_rgb_small", "mnist_test_png", "hymenoptera")
 MODEL = "efficientnet_lite0"
 
 
@@ -44,6 +44,21 @@ def embedded_rows(name: str, work: Path) -> StoreRows:
     store = work / name
     tk.embed_folder(tk.Extractor.from_backbone(MODEL), DATASETS / name, store, quiet=True)
     return load_rows(store)
+
+
+def plant_pool(work: Path, sources: list[str], per_source: int, seed: int = 0) -> dict[str, StoreRows]:
+    """Per source dataset, the rows of ``4 * per_source`` of its images (linked into a folder, embedded once)."""
+    from _common import images_by_class, link_folder, subsample
+
+    out = {}
+    for name in sources:
+        folder = work / f"plant-{name}"
+        if not folder.exists():
+            link_folder(folder, subsample(images_by_class(name), 4 * per_source, seed=seed))
+        store = work / f"plant-{name}-store"
+        tk.embed_folder(tk.Extractor.from_backbone(MODEL), folder, store, quiet=True)
+        out[name] = load_rows(store)
+    return out
 
 
 def flip_labels(labels: np.ndarray, rate: float, mode: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -86,16 +101,17 @@ def eval_flips(rows: StoreRows, *, rate: float, mode: str, seed: int, folds: int
             "l2": report.cross_validation["l2"], "seconds": round(seconds, 2)}
 
 
-def eval_outliers(host: StoreRows, extra: StoreRows, *, planted: int, seed: int, k: int) -> dict:
+def eval_outliers(host: StoreRows, pool: dict[str, StoreRows], *, per_source: int, seed: int, k: int) -> dict:
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(extra), size=planted, replace=False)
+    picks = [(src, int(i)) for src, rows in pool.items() for i in rng.choice(len(rows), size=per_source, replace=False)]
+    planted = len(picks)
     classes = np.unique(host.labels.astype(str))
     fake_labels = rng.choice(classes, size=planted).astype(object)
-    rows = StoreRows(np.concatenate([host.ids, extra.ids[pick]]), host.paths + [extra.paths[i] for i in pick],
-                     host.relpaths + [extra.relpaths[i] for i in pick], np.concatenate([host.labels, fake_labels]),
-                     np.concatenate([host.splits, extra.splits[pick]]), np.concatenate([host.vectors, extra.vectors[pick]]),
-                     host.store)
-    planted_ids = set(extra.ids[pick].tolist())
+    rows = StoreRows(np.concatenate([host.ids, np.asarray([f"{s}:{pool[s].ids[i]}" for s, i in picks], dtype=object)]),
+                     host.paths + [pool[s].paths[i] for s, i in picks], host.relpaths + [pool[s].relpaths[i] for s, i in picks],
+                     np.concatenate([host.labels, fake_labels]), np.concatenate([host.splits, np.full(planted, "planted", object)]),
+                     np.concatenate([host.vectors, np.stack([pool[s].vectors[i] for s, i in picks])]), host.store)
+    planted_ids = set(rows.ids[len(host):].tolist())
     t0 = time.perf_counter()
     report = outliers_of_rows(rows, k=k, top=planted, use_store_index=False)
     seconds = time.perf_counter() - t0
@@ -112,7 +128,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.05)
     ap.add_argument("--modes", default="uniform,systematic")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--planted", type=int, default=20)
+    ap.add_argument("--per-source", type=int, default=3, help="Planted outliers from each other dataset.")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--work", type=Path, default=None, help="Keep the stores here (a re-run embeds nothing).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
@@ -130,10 +146,9 @@ def main() -> None:
                 flips.append({"dataset": ds, "mode": mode, "seed": seed,
                               **eval_flips(rows, rate=args.rate, mode=mode, seed=seed, folds=args.folds)})
                 print(json.dumps(flips[-1]), flush=True)
-        extra = embedded_rows(PLANT_FROM[ds], work)
+        pool = plant_pool(work, [s for s in PLANT_SOURCES if s != ds], args.per_source)
         for seed in range(args.seeds):
-            outs.append({"dataset": ds, "planted_from": PLANT_FROM[ds], "seed": seed,
-                         **eval_outliers(rows, extra, planted=args.planted, seed=seed, k=args.k)})
+            outs.append({"dataset": ds, "seed": seed, **eval_outliers(rows, pool, per_source=args.per_source, seed=seed, k=args.k)})
             print(json.dumps(outs[-1]), flush=True)
     print("\n## Label flips\n")
     print(table(flips, ["dataset", "mode", "seed", "images", "flips", "flagged", "precision_at_n", "precision_flagged",
