@@ -4,9 +4,9 @@ Every image's probabilities come from a head that never saw its label, which is 
 wrong label stand out (a head that trained on it would have learnt it). The head is a
 multinomial logistic regression on the L2-normalised features scaled by sqrt(D) (unit mean
 square per dimension, so one L2 grid suits every dimension, and store vectors need no
-statistics of their own), fitted full-batch with L-BFGS in float32 (PyTorch, all
-cores). Its L2 strength is chosen on the first fold from a small grid by held-out log loss,
-strongest first and warm-started, then used for every fold. The fitter and the fold dealing are
+statistics of their own), fitted full-batch with L-BFGS in float32 (PyTorch). Its L2 strength
+is chosen on (a sample of) the first fold from a small grid by held-out log loss, strongest
+first and warm-started, then used for every fold. The fitter and the fold dealing are
 the training head's (:mod:`transferkit.training.linear_head`).
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,11 @@ DEFAULT_FOLDS = 5
 L2_GRID = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
 #: L-BFGS iterations per fit.
 MAX_ITER = 100
+#: The L2 strength is chosen on at most this many training rows of the first fold (and a quarter as many
+#: held-out rows): the grid's fits then cost a fixed amount, and only the K fold fits grow with N.
+L2_CHOICE_ROWS = 20_000
+#: Below this rows x dims x classes, fits run on one torch thread (see :func:`_threads_for`).
+SINGLE_THREAD_WORK = 100_000_000
 
 
 @dataclass
@@ -104,7 +110,7 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, *, num_c
         num_classes: number of classes (default ``labels.max() + 1``).
         folds: number of folds K (stratified by class).
         l2: L2 strength of the heads, or ``"auto"``: the best of :data:`L2_GRID` by the first fold's
-            held-out log loss.
+            held-out log loss (on at most :data:`L2_CHOICE_ROWS` of its training rows).
         seed: fold assignment seed.
         class_names: names for error messages.
         max_iter: L-BFGS iterations per fit.
@@ -131,24 +137,52 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, *, num_c
     y = torch.from_numpy(labels)
     probs = np.zeros((len(labels), num_classes), dtype=np.float32)
     losses: dict[float, float] = {}
-    with reporter.task("cross-validation", total=folds + (len(grid) - 1 if grid else 0), description="Cross-validating heads",
-                       unit="fit") as task:
+    with reporter.task("cross-validation", total=folds + (len(grid) if grid else 0), description="Cross-validating heads",
+                       unit="fit") as task, _threads_for(len(labels) * x.shape[1] * num_classes):
         for k in range(folds):
             train, held = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-            xt, yt, xh = x[train], y[train], x[held]
+            p = None
             if k == 0 and grid is not None:
-                best, wb = None, None
-                for value in grid:  # strongest first: each fit starts from the previous, smoother solution
-                    wb = fit_softmax(xt, yt, num_classes, value, init=wb, max_iter=max_iter)
-                    p = _predict(xh, wb)
-                    losses[value] = float(-torch.log(p[torch.arange(len(held)), y[held]].clamp_min(1e-12)).mean())
-                    if best is None or losses[value] < best[0]:
-                        best = (losses[value], value, p)
-                    task.advance(1)
-                l2, p = best[1], best[2]
-            else:
-                p = _predict(xh, fit_softmax(xt, yt, num_classes, float(l2), max_iter=max_iter))
-                task.advance(1)
+                l2, losses, p = _choose_l2(x, y, train, held, num_classes, grid, max_iter=max_iter, seed=seed, task=task)
+            if p is None:
+                p = _predict(x[held], fit_softmax(x[train], y[train], num_classes, float(l2), max_iter=max_iter))
+            task.advance(1)
             probs[held] = p.numpy()
     accuracy = float(np.mean(probs.argmax(1) == labels))
     return OutOfFold(probs, fold_of, float(l2), losses, accuracy, time.perf_counter() - t0)
+
+
+def _choose_l2(x, y, train: np.ndarray, held: np.ndarray, num_classes: int, grid, *, max_iter: int, seed: int, task):
+    """``(l2, {l2: held-out log loss}, held-out probabilities or None)`` on the first fold, at most
+    :data:`L2_CHOICE_ROWS` of its training rows (the probabilities only when it used all of them)."""
+    import torch
+
+    rng = np.random.default_rng(seed + 1)
+    sub_train = np.sort(rng.choice(train, L2_CHOICE_ROWS, replace=False)) if len(train) > L2_CHOICE_ROWS else train
+    sub_held = np.sort(rng.choice(held, L2_CHOICE_ROWS // 4, replace=False)) if len(held) > L2_CHOICE_ROWS // 4 else held
+    xt, yt, xh, yh = x[sub_train], y[sub_train], x[sub_held], y[sub_held]
+    best, wb, losses = None, None, {}
+    for value in grid:  # strongest first: each fit starts from the previous, smoother solution
+        wb = fit_softmax(xt, yt, num_classes, value, init=wb, max_iter=max_iter)
+        p = _predict(xh, wb)
+        losses[value] = float(-torch.log(p[torch.arange(len(yh)), yh].clamp_min(1e-12)).mean())
+        if best is None or losses[value] < best[0]:
+            best = (losses[value], value, p)
+        task.advance(1)
+    whole = len(sub_train) == len(train) and len(sub_held) == len(held)
+    return best[1], losses, best[2] if whole else None
+
+
+@contextmanager
+def _threads_for(work: int):
+    """One torch thread while a fit's products are small (``work`` = rows x dims x classes): there, the
+    threads' start-up and spinning cost more than they save, 5x on a loaded 2-core machine (see BENCHMARKS.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if work < SINGLE_THREAD_WORK:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
