@@ -6,8 +6,9 @@ Each dataset (every split) is embedded once by ``transferkit.embed_folder`` with
 * **label flips**: 5% of every class (at least one image) get another class's label, drawn
   uniformly (``--mode uniform``) or all the next class in name order (``--mode systematic``).
   ``label_issues_of_rows`` runs on the flipped labels; with N = the number of flips, reported
-  are precision@N (of the top N flagged, the share that are flips; it equals recall@N), the
-  precision and recall of everything flagged, and how often the suggested label is the true one.
+  are precision@N (of the top N of the ranking, the share that are flips; it equals recall@N,
+  a ranking shorter than N counts the missing places as misses), the precision and recall of
+  the issues marked ``confident``, and how often the suggested label is the true one.
 * **outliers**: ``--per-source`` images from each of the other shared datasets (stray images of
   another kind, labelled with random classes of the host) are added; reported is the share of
   them in the top P (P = the number planted) of *far from everything* and of *far from their class*.
@@ -89,13 +90,14 @@ def eval_flips(rows: StoreRows, *, rate: float, mode: str, seed: int, folds: int
     row_of = {str(i): r for r, i in enumerate(rows.ids.tolist())}
     ranked = np.asarray([row_of[i.id] for i in report.issues], dtype=np.int64)
     is_flip = np.isin(ranked, flipped)
+    confident = np.asarray([i.confident for i in report.issues], dtype=bool)
     n = len(flipped)
-    top = is_flip[:n]
-    suggested_right = [true[row_of[i.id]] == i.suggested_label for i in report.issues[:n] if row_of[i.id] in set(flipped.tolist())]
-    return {"images": len(rows), "classes": len(report.classes), "flips": n, "flagged": len(report.issues),
-            "precision_at_n": round(float(top.sum() / n), 4),
-            "precision_flagged": round(float(is_flip.mean()) if len(is_flip) else 0.0, 4),
-            "recall_flagged": round(float(is_flip.sum() / n), 4),
+    flip_set = set(flipped.tolist())
+    suggested_right = [true[row_of[i.id]] == i.suggested_label for i in report.issues[:n] if row_of[i.id] in flip_set]
+    return {"images": len(rows), "classes": len(report.classes), "flips": n, "ranked": len(report.issues),
+            "precision_at_n": round(float(is_flip[:n].sum() / n), 4), "confident": int(confident.sum()),
+            "precision_confident": round(float(is_flip[confident].mean()) if confident.any() else 0.0, 4),
+            "recall_confident": round(float(is_flip[confident].sum() / n), 4),
             "suggested_right": round(float(np.mean(suggested_right)) if suggested_right else 0.0, 4),
             "estimated": round(report.estimated_num_issues, 1), "oof_accuracy": report.cross_validation["accuracy"],
             "l2": report.cross_validation["l2"], "seconds": round(seconds, 2)}
@@ -151,8 +153,8 @@ def main() -> None:
             outs.append({"dataset": ds, "seed": seed, **eval_outliers(rows, pool, per_source=args.per_source, seed=seed, k=args.k)})
             print(json.dumps(outs[-1]), flush=True)
     print("\n## Label flips\n")
-    print(table(flips, ["dataset", "mode", "seed", "images", "flips", "flagged", "precision_at_n", "precision_flagged",
-                        "recall_flagged", "suggested_right", "estimated", "oof_accuracy", "seconds"]))
+    print(table(flips, ["dataset", "mode", "seed", "images", "flips", "ranked", "precision_at_n", "confident",
+                        "precision_confident", "recall_confident", "suggested_right", "estimated", "oof_accuracy", "seconds"]))
     print("\n## Outliers\n")
     print(table(outs, list(outs[0])))
     if args.json:

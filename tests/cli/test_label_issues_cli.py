@@ -42,7 +42,7 @@ def test_label_issues_of_a_folder_flags_the_misfiled_image(noisy_folder, noisy_s
     first = report["issues"][0]
     assert first["path"].endswith("blue/misfiled.jpg")
     assert (first["rank"], first["given_label"], first["suggested_label"]) == (1, "blue", "red")
-    assert first["score"] > 0.5 and report["cross_validation"]["folds"] == 3
+    assert first["score"] > 0.5 and first["confident"] and report["cross_validation"]["folds"] == 3
 
 
 def test_label_issues_of_a_store_prints_the_ranking_and_writes_the_page(noisy_store, tmp_path, capsys):
@@ -51,7 +51,7 @@ def test_label_issues_of_a_store_prints_the_ranking_and_writes_the_page(noisy_st
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "likely label errors among 30 images (3 classes)" in lines[0]
-    assert lines[1].split()[:1] == ["1"] and "blue -> red" in lines[1] and lines[1].endswith("misfiled.jpg")
+    assert lines[1].split()[:1] == ["1*"] and "blue -> red" in lines[1] and lines[1].endswith("misfiled.jpg")
     assert f"Page: {page}" in out
     text = page.read_text()
     assert "data:image/jpeg;base64," in text and "misfiled.jpg" in text and "<script" not in text

@@ -67,8 +67,9 @@ def test_flipped_labels_rank_on_top_with_the_true_label_suggested():
     x, true, noisy, flipped = clusters()
     oof = out_of_fold_probabilities(x, noisy, folds=5)
     found = find_label_errors(oof.probabilities, noisy)
-    top = found.flagged[:len(flipped)]
+    top = found.ranked[:len(flipped)]
     assert np.isin(top, flipped).mean() >= 0.9
+    assert np.isin(found.flagged, found.ranked).all() and np.isin(found.flagged, flipped).mean() >= 0.9
     assert (found.suggested[flipped] == true[flipped]).mean() >= 0.9
     assert 8 <= found.estimated_num_issues <= 20
 
@@ -82,7 +83,7 @@ def test_confident_learning_on_known_probabilities():
     # rows 5 and 7 reach neither threshold (0.625, 0.75): no confident class
     assert found.joint.tolist() == [[3, 1], [0, 2]]
     assert confident_joint(labels, np.array([0, 0, 0, 1, 1, -1, 1, -1]), 2).tolist() == [[3, 1], [0, 2]]
-    assert found.flagged.tolist() == [3] and found.suggested[3] == 1
+    assert found.ranked.tolist() == [3] and found.flagged.tolist() == [3] and found.suggested[3] == 1
     assert found.estimated_num_issues == pytest.approx(1.0)  # calibrated rows [3, 1] and [0, 4]: 1 image off the diagonal
     np.testing.assert_allclose(found.noise_matrix, [[0.75, 0.25], [0.0, 1.0]])
 
@@ -90,7 +91,15 @@ def test_confident_learning_on_known_probabilities():
 def test_a_label_that_is_still_the_most_probable_is_never_flagged():
     probs = np.array([[0.55, 0.45]] * 5 + [[0.45, 0.55]] * 5)
     found = find_label_errors(probs, np.array([0] * 5 + [1] * 5))
-    assert found.flagged.size == 0
+    assert found.flagged.size == 0 and found.ranked.size == 0
+
+
+def test_the_ranking_orders_every_contradicted_label_by_its_probability():
+    probs = np.array([[0.3, 0.7], [0.45, 0.55], [0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
+    labels = np.array([0, 0, 0, 1, 1, 1])  # rows 0, 1 (labelled 0) and 4 (labelled 1) are contradicted
+    found = find_label_errors(probs, labels)
+    assert found.ranked.tolist() == [0, 4, 1]  # given-label probability 0.3, 0.4, 0.45
+    np.testing.assert_allclose(found.quality[found.ranked], [0.3, 0.4, 0.45])
 
 
 def _store(tmp_path, x, labels, extra=()):
@@ -118,7 +127,9 @@ def test_find_label_issues_reads_a_store_and_reports(tmp_path):
     assert 0.5 < first.score <= 1.0 and first.score == pytest.approx(1 - first.given_probability, abs=1e-5)
     d = report.to_dict()
     assert d["num_issues"] == len(report.issues) and d["cross_validation"]["folds"] == 4
-    assert sum(c["count"] for c in d["confusions"]) == len(report.issues)
+    assert d["num_confident"] == sum(i.confident for i in report.issues) >= 5
+    assert sum(c["count"] for c in d["confusions"]) == d["num_confident"]
+    assert sum(v["issues"] for v in d["per_class"].values()) == len(report.issues)
     assert d["per_class"]["cat"]["images"] == int(np.sum(noisy == 0))
     page = report.write_html(tmp_path / "p.html").read_text()
     assert page.count('class="card"') == len(report.issues) and "http" not in page.replace("http-equiv", "")

@@ -113,5 +113,5 @@ def test_the_store_gets_label_issues_and_outliers_in_the_report(result):
     assert outliers["num_images"] == 48 and len(outliers["outliers"]) == 48
     html = result.report_path.read_text(encoding="utf-8")
     section = html.split('id="curation"')[1].split("</section>")[0]
-    assert "Likely label errors" in section and "of 48 images flagged by 5-fold heads" in section
+    assert "Likely label errors" in section and "of 48 images have a label the 5-fold heads" in section
     assert section.count('class="card"') == min(issues["num_issues"], 8) + 8

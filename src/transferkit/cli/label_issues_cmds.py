@@ -52,13 +52,14 @@ def label_issues_cmd(
         return
     c = console()
     cv = report.cross_validation
-    c.print(f"{len(report.issues)} likely label errors among {report.num_images} images ({len(report.classes)} classes); "
-            f"estimated {report.estimated_num_issues:.0f}; {cv['folds']}-fold heads, out-of-fold accuracy {cv['accuracy']:.3f}",
-            markup=False)
+    c.print(f"{len(report.issues)} likely label errors among {report.num_images} images ({len(report.classes)} classes), "
+            f"{report.num_confident} confident; estimated {report.estimated_num_issues:.0f} wrong; {cv['folds']}-fold heads, "
+            f"out-of-fold accuracy {cv['accuracy']:.3f}", markup=False)
     for i in report.issues[:top]:
-        c.print(f"{i.rank:>4}  {i.score:.3f}  {i.given_label} -> {i.suggested_label}  {i.path}", markup=False)
+        mark = "*" if i.confident else " "
+        c.print(f"{i.rank:>4}{mark} {i.score:.3f}  {i.given_label} -> {i.suggested_label}  {i.path}", markup=False)
     if len(report.issues) > top:
-        c.print(f"... {len(report.issues) - top} more (--top, --json or --out for all)", markup=False)
+        c.print(f"... {len(report.issues) - top} more (--top, --json or --out for all); * = confident", markup=False)
     if out is not None:
         c.print(f"Page: {out}", markup=False)
 

@@ -37,6 +37,7 @@ class LabelIssue:
         given_label: the label it has; suggested_label: the one the heads prefer.
         score: how likely the label is wrong, in [0, 1] (1 - the label-quality score).
         given_probability, suggested_probability: the out-of-fold probabilities of both labels.
+        confident: confident learning selects it too (its class's estimated count of errors reaches it).
     """
 
     rank: int
@@ -49,6 +50,7 @@ class LabelIssue:
     score: float
     given_probability: float
     suggested_probability: float
+    confident: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,12 +61,13 @@ class LabelIssueReport:
     """What :func:`find_label_issues` found.
 
     Attributes:
-        issues: the flagged images, most likely error first.
+        issues: every image whose given label is not the most probable one, most likely error first.
+        num_confident: how many of them confident learning selects (each marked ``confident``).
         num_images: labelled images examined; num_unlabelled: rows left out for having no label.
         classes: the class names, in the order of :attr:`out_of_fold` columns.
         estimated_num_issues: mislabelled images in the dataset as confident learning estimates them.
-        per_class: ``{class: {"images", "flagged", "estimated_noise_rate"}}``.
-        confusions: ``[{"given", "suggested", "count"}]`` over the flagged images, most frequent first.
+        per_class: ``{class: {"images", "issues", "confident", "estimated_noise_rate"}}``.
+        confusions: ``[{"given", "suggested", "count"}]`` over the confident issues, most frequent first.
         cross_validation: ``folds``, ``l2``, ``accuracy`` (out-of-fold, against the given labels), ``seconds``.
         rank_by: the label-quality score used.
         store, model: where the vectors came from.
@@ -75,6 +78,7 @@ class LabelIssueReport:
     """
 
     issues: list[LabelIssue]
+    num_confident: int
     num_images: int
     num_unlabelled: int
     classes: list[str]
@@ -93,7 +97,7 @@ class LabelIssueReport:
     def to_dict(self) -> dict[str, Any]:
         """Everything but the probability matrix, JSON-ready."""
         return {"num_images": self.num_images, "num_unlabelled": self.num_unlabelled, "num_issues": len(self.issues),
-                "estimated_num_issues": round(self.estimated_num_issues, 1), "classes": list(self.classes),
+                "num_confident": self.num_confident, "estimated_num_issues": round(self.estimated_num_issues, 1), "classes": list(self.classes),
                 "rank_by": self.rank_by, "cross_validation": dict(self.cross_validation), "per_class": self.per_class,
                 "confusions": self.confusions, "store": self.store, "model": self.model, "embedded": self.embedded,
                 "seconds": round(self.seconds, 3), "issues": [i.to_dict() for i in self.issues]}
@@ -103,19 +107,21 @@ class LabelIssueReport:
         return write_json(path, self.to_dict())
 
     def write_html(self, path: str | os.PathLike) -> Path:
-        """Write a self-contained page of the flagged images (thumbnails, labels, scores). Raises ConfigError as above."""
+        """Write a self-contained page of the ranked images (thumbnails, labels, scores). Raises ConfigError as above."""
         cv = self.cross_validation
         summary = {"images": f"{self.num_images:,} labelled ({self.num_unlabelled:,} without a label left out)",
-                   "classes": len(self.classes), "flagged": len(self.issues),
-                   "estimated mislabelled": f"{self.estimated_num_issues:.0f}",
+                   "classes": len(self.classes), "contradicted labels": len(self.issues),
+                   "confident issues": self.num_confident, "estimated mislabelled": f"{self.estimated_num_issues:.0f}",
                    "heads": f"{cv['folds']}-fold logistic regression, L2 {cv['l2']:g}, out-of-fold accuracy {cv['accuracy']:.3f}",
                    "model": self.model, "store": self.store}
         summary.update({"most frequent": "; ".join(f"{c['given']} -> {c['suggested']}: {c['count']}" for c in self.confusions[:5])}
                        if self.confusions else {})
-        cards = [Card(i.path, f"#{i.rank}  score {i.score:.3f}",
+        cards = [Card(i.path, f"#{i.rank}  score {i.score:.3f}" + ("  (confident)" if i.confident else ""),
                       [("given", f"given: {i.given_label} ({i.given_probability:.2f})"),
                        ("suggested", f"suggested: {i.suggested_label} ({i.suggested_probability:.2f})")]) for i in self.issues]
-        note = ("Images whose given label the cross-validated heads contradict, most likely error first. "
+        note = (f"Images whose given label the cross-validated heads contradict, most likely error first; about "
+                f"{self.estimated_num_issues:.0f} are estimated to be wrong, and confident learning is surest of the "
+                f"{self.num_confident} marked confident. "
                 "Check each: fix the label, or keep it if the image is only unusual.")
         return write_page(path, title="Likely label errors", summary=summary,
                           sections=[Section("label-issues", "Likely label errors", note, cards)])
@@ -129,9 +135,10 @@ def find_label_issues(data_or_store: Any, *, model: Any = None, store: str | os.
     """Find the images whose given label is probably wrong, with the label they probably have.
 
     Each image's class probabilities come from a linear head trained, in K-fold
-    cross-validation, on the other images' embeddings; confident learning then estimates how
-    many images of each class are mislabelled and flags that many, the ones whose given label
-    gets the lowest probability (never one whose given label is still the most probable).
+    cross-validation, on the other images' embeddings. Every image whose given label is not the
+    most probable is ranked, lowest probability of the given label first; confident learning
+    estimates how many images of each class are mislabelled and marks that many of each class's
+    lowest as ``confident`` (see :mod:`.confident`).
 
     Args:
         data_or_store: an embedding store (folder or :class:`~transferkit.EmbeddingStore`), whose
@@ -188,22 +195,25 @@ def label_issues_of_rows(rows: StoreRows, *, folds: int = DEFAULT_FOLDS, l2: flo
                                     class_names=classes, reporter=reporter)
     found = find_label_errors(oof.probabilities, y, rank_by=rank_by)
     probs = oof.probabilities
+    confident = set(found.flagged.tolist())
     issues = [LabelIssue(rank=r, id=str(rows.ids[i]), path=rows.paths[i], relpath=rows.relpaths[i], split=str(rows.splits[i]),
                          given_label=classes[y[i]], suggested_label=classes[found.suggested[i]],
                          score=round(1.0 - float(found.quality[i]), 6), given_probability=round(float(probs[i, y[i]]), 6),
-                         suggested_probability=round(float(probs[i, found.suggested[i]]), 6))
-              for r, i in enumerate(found.flagged.tolist(), start=1)]
-    flagged_per_class = np.bincount(y[found.flagged], minlength=len(classes))
+                         suggested_probability=round(float(probs[i, found.suggested[i]]), 6),
+                         confident=bool(i in confident))
+              for r, i in enumerate(found.ranked.tolist(), start=1)]
+    issue_per_class = np.bincount(y[found.ranked], minlength=len(classes))
+    confident_per_class = np.bincount(y[found.flagged], minlength=len(classes))
     counts = np.bincount(y, minlength=len(classes))
-    per_class = {c: {"images": int(counts[k]), "flagged": int(flagged_per_class[k]),
+    per_class = {c: {"images": int(counts[k]), "issues": int(issue_per_class[k]), "confident": int(confident_per_class[k]),
                      "estimated_noise_rate": round(float(1.0 - found.noise_matrix[k, k]), 4)} for k, c in enumerate(classes)}
-    pairs = Counter((i.given_label, i.suggested_label) for i in issues)
+    pairs = Counter((i.given_label, i.suggested_label) for i in issues if i.confident)
     confusions = [{"given": g, "suggested": s, "count": n} for (g, s), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]
     cv = {"folds": int(folds), "l2": oof.l2, "l2_log_loss": {f"{k:g}": round(v, 4) for k, v in oof.l2_log_loss.items()},
           "accuracy": round(oof.accuracy, 4), "seconds": round(oof.seconds, 3)}
-    report = LabelIssueReport(issues, len(rows), num_unlabelled, classes, found.estimated_num_issues, per_class, confusions, cv,
+    report = LabelIssueReport(issues, len(confident), len(rows), num_unlabelled, classes, found.estimated_num_issues, per_class, confusions, cv,
                               rank_by, str(where), rows.model, rows.embedded, time.perf_counter() - t0, oof, rows.ids)
-    reporter.message(f"{len(issues):,} likely label errors among {len(rows):,} images ({len(classes)} classes; "
-                     f"{folds}-fold heads, out-of-fold accuracy {oof.accuracy:.3f}; {report.seconds:.1f}s)",
-                     num_issues=len(issues), num_images=len(rows), seconds=report.seconds)
+    reporter.message(f"{len(issues):,} contradicted labels among {len(rows):,} images, {len(confident):,} confident "
+                     f"({len(classes)} classes; {folds}-fold heads, out-of-fold accuracy {oof.accuracy:.3f}; {report.seconds:.1f}s)",
+                     num_issues=len(issues), num_confident=len(confident), num_images=len(rows), seconds=report.seconds)
     return report

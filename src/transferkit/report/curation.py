@@ -28,9 +28,9 @@ def curation_section(curation: Mapping[str, Any] | None) -> str:
         parts.append(f'<p class="na">Not available: {escape(issues["error"])}</p>')
     elif issues:
         cv = issues.get("cross_validation", {})
-        parts.append(f"<p>{issues.get('num_issues', 0):,} of {issues.get('num_images', 0):,} images flagged by "
-                     f"{escape(cv.get('folds'))}-fold heads on the embeddings (out-of-fold accuracy "
-                     f"{float(cv.get('accuracy', 0)):.3f}); most likely first.</p>")
+        parts.append(f"<p>{issues.get('num_issues', 0):,} of {issues.get('num_images', 0):,} images have a label the "
+                     f"{escape(cv.get('folds'))}-fold heads on the embeddings contradict ({issues.get('num_confident', 0):,} "
+                     f"confident; out-of-fold accuracy {float(cv.get('accuracy', 0)):.3f}); most likely first.</p>")
         parts.append(_cards(issues.get("issues", []), lambda i: (
             f'#{i["rank"]} <span class="bad">{escape(i["given_label"])}</span> &rarr; '
             f'<span class="ok">{escape(i["suggested_label"])}</span><br><span class="muted">score {i["score"]:.3f}</span>')))
