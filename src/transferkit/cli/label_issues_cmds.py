@@ -21,6 +21,15 @@ def _l2(value: str) -> float | str:
         raise tk.ConfigError(f"--l2 must be 'auto' or a non-negative number like 0.01; got {value!r}.") from None
 
 
+def _written(report, out: Path | None, json_out: bool) -> bool:
+    """Write the page to ``out`` (when given) and print the JSON when asked; True when the JSON was printed."""
+    if out is not None:
+        report.write_html(out)
+    if json_out:
+        print_json(report.to_dict() | ({"page": str(out)} if out is not None else {}))
+    return json_out
+
+
 @app.command("label-issues")
 def label_issues_cmd(
     data: Path = typer.Argument(..., help="Image folder (DATA/<class>/*.jpg, optionally under train/ val/) or an embedding store."),
@@ -45,10 +54,7 @@ def label_issues_cmd(
         raise tk.ConfigError(f"--top must be a non-negative integer; got {top}.")
     report = tk.find_label_issues(data, model=model, store=store, split=split, folds=folds, l2=_l2(l2), rank_by=rank_by,
                                   seed=seed, progress=renderer(quiet), quiet=quiet)
-    if out is not None:
-        report.write_html(out)
-    if json_out:
-        print_json(report.to_dict() | ({"page": str(out)} if out is not None else {}))
+    if _written(report, out, json_out):
         return
     c = console()
     cv = report.cross_validation
@@ -85,10 +91,7 @@ def outliers_cmd(
     setup_logging(quiet)
     report = tk.find_outliers(data, k=k, top=top, z_threshold=z_threshold, split=split, exact=exact, model=model, store=store,
                               progress=renderer(quiet), quiet=quiet)
-    if out is not None:
-        report.write_html(out)
-    if json_out:
-        print_json(report.to_dict() | ({"page": str(out)} if out is not None else {}))
+    if _written(report, out, json_out):
         return
     c = console()
     c.print(f"Far from everything (mean distance to the {report.k} nearest; {report.num_flagged} with z >= "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ from ..events import Callback, Reporter, make_reporter
 from .cards import Card, Section, write_json, write_page
 from .confident import DEFAULT_RANK_BY, check_rank_by, find_label_errors
 from .crossval import DEFAULT_FOLDS, OutOfFold, out_of_fold_probabilities
-from .source import StoreRows, load_rows
+from .source import RankedRow, StoreRows, load_rows
 
 __all__ = ["LabelIssue", "LabelIssueReport", "find_label_issues", "label_issues_of_rows"]
 
 
 @dataclass
-class LabelIssue:
+class LabelIssue(RankedRow):
     """One image whose given label is probably wrong.
 
     Attributes:
@@ -40,20 +40,12 @@ class LabelIssue:
         confident: confident learning selects it too (its class's estimated count of errors reaches it).
     """
 
-    rank: int
-    id: str
-    path: str
-    relpath: str
-    split: str
     given_label: str
     suggested_label: str
     score: float
     given_probability: float
     suggested_probability: float
     confident: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from ..errors import ConfigError, DataError
 from ..events import Callback, Reporter, make_reporter
 from .cards import Card, Section, write_json, write_page
 from .knn import nearest_neighbours
-from .source import StoreRows, load_rows
+from .source import RankedRow, StoreRows, load_rows
 
 __all__ = ["ClassOutlier", "Outlier", "OutlierReport", "find_outliers", "outliers_of_rows", "robust_z"]
 
@@ -34,7 +34,7 @@ _NEIGHBOURS_SHOWN = 3
 
 
 @dataclass
-class Outlier:
+class Outlier(RankedRow):
     """An image far from every other image.
 
     Attributes:
@@ -44,22 +44,14 @@ class Outlier:
         neighbours: its nearest images (``id``, ``path``, ``label``, ``similarity``), nearest first.
     """
 
-    rank: int
-    id: str
-    path: str
-    relpath: str
-    split: str
     label: str
     score: float
     z: float
     neighbours: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class ClassOutlier:
+class ClassOutlier(RankedRow):
     """An image far from the rest of its class.
 
     Attributes:
@@ -71,20 +63,12 @@ class ClassOutlier:
         same_label_neighbours: share of its ``k`` nearest images that have its label.
     """
 
-    rank: int
-    id: str
-    path: str
-    relpath: str
-    split: str
     label: str
     distance: float
     z: float
     nearest_class: str | None
     nearest_class_distance: float | None
     same_label_neighbours: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,20 @@ from ..store.store import META_NAME, EmbeddingStore, describe_model
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Sub-folder of the cache folder holding the stores of folders embedded without a ``store``.
 CACHE_SUBDIR = "curate-stores"
+
+
+@dataclass
+class RankedRow:
+    """A store row in a curation ranking: its place (1 = first) and where the image is."""
+
+    rank: int
+    id: str
+    path: str
+    relpath: str
+    split: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
