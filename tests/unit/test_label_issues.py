@@ -161,3 +161,26 @@ def test_bad_parameters_are_config_errors(kwargs, match):
 def test_bad_rank_by_is_a_config_error_before_anything_is_read(tmp_path):
     with pytest.raises(ConfigError, match="`rank_by` must be one of self_confidence, normalized_margin; got 'loss'"):
         find_label_issues(tmp_path / "nothing-here", rank_by="loss", quiet=True)
+
+
+def test_l2_is_chosen_on_a_sample_of_a_large_first_fold(monkeypatch):
+    monkeypatch.setattr(crossval, "L2_CHOICE_ROWS", 60)  # 192 training rows in the first fold: a sample of 60
+    fits = []
+    real = crossval.fit_softmax
+    monkeypatch.setattr(crossval, "fit_softmax", lambda x, *a, **kw: fits.append(len(x)) or real(x, *a, **kw))
+    x, true, noisy, flipped = clusters()
+    oof = out_of_fold_probabilities(x, noisy, folds=5)
+    grid = len(crossval.L2_GRID)
+    assert fits[:grid] == [60] * grid  # the grid on the sample ...
+    assert len(fits) == grid + 5 and sum(fits[grid:]) == 4 * 240  # ... then each fold on all its ~192 training rows
+    assert set(oof.l2_log_loss) == set(crossval.L2_GRID) and oof.l2 == min(oof.l2_log_loss, key=oof.l2_log_loss.get)
+    assert np.isin(find_label_errors(oof.probabilities, noisy).ranked[:12], flipped).mean() >= 0.9
+
+
+def test_small_fits_run_on_one_thread_and_the_setting_is_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    with crossval._threads_for(crossval.SINGLE_THREAD_WORK - 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
