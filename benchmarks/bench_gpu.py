@@ -7,10 +7,13 @@ weights; speed and fidelity only) and ``efficientnet_lite0`` (bundled ImageNet w
   feature-extraction training use): ``fp32`` against ``auto`` (autocast on CUDA), uint8 batches
   copied from pinned memory and normalised on the GPU; min cosine of auto to fp32;
 - one fine-tuning step (forward, backward, AdamW) at batch 64: fp32 against the autocast dtype
-  ``transferkit`` picks (:func:`transferkit.inference.policy.training_autocast_dtype`).
+  ``transferkit`` picks (:func:`transferkit.inference.policy.training_autocast_dtype`);
+- with ``--ray`` (needs ``transferkit[ray]``): ``embed_folder_ray`` with one GPU actor
+  (``gpus_per_worker=1``) on synthetic JPEGs written to a temporary folder, efficientnet_lite0:
+  the images/s a GPU worker reaches end to end (decoding in Ray tasks on the CPU cores).
 
 Usage (on a machine with CUDA; exits with a message elsewhere):
-    .venv/bin/python benchmarks/bench_gpu.py [--steps 20] [--quick]
+    .venv/bin/python benchmarks/bench_gpu.py [--steps 20] [--quick] [--ray [--ray-images 2048]]
 """
 
 from __future__ import annotations
@@ -83,10 +86,38 @@ def finetune(model_name: str, steps: int) -> list[dict]:
     return rows
 
 
+def ray_worker(num_images: int, batch_size: int = 128) -> list[dict]:
+    """``embed_folder_ray`` on one GPU actor, synthetic 320x240 JPEGs (the decode tasks use the CPU cores)."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    import transferkit as tk
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_ray_") as tmp:
+        rng = np.random.default_rng(0)
+        for i in range(num_images):
+            folder = Path(tmp) / "data" / f"c{i % 4}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+        for workers in (1,):
+            report = tk.embed_folder_ray(tk.Extractor.from_backbone("efficientnet_lite0"), Path(tmp) / "data",
+                                         Path(tmp) / f"store{workers}", num_workers=workers, gpus_per_worker=1,
+                                         batch_size=batch_size, quiet=True)
+            rows.append({"model": "efficientnet_lite0", "path": f"embed_folder_ray, {workers} GPU actor",
+                         "img/s": report.images_per_second, "min cos vs fp32": "-",
+                         "dtype": f"{report.inference.get('backend')} {report.inference.get('precision')}"})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="5 steps")
+    parser.add_argument("--ray", action="store_true", help="also embed on Ray with one GPU worker")
+    parser.add_argument("--ray-images", type=int, default=2048)
     args = parser.parse_args()
     if args.quick:
         args.steps = 5
@@ -98,6 +129,8 @@ def main() -> None:
     for name in ("resnet18", "efficientnet_lite0"):
         rows += inference(name, args.steps)
         rows += finetune(name, args.steps)
+    if args.ray:
+        rows += ray_worker(args.ray_images)
     print(table(rows, ["model", "path", "img/s", "min cos vs fp32", "dtype"]))
 
 

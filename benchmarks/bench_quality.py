@@ -63,9 +63,10 @@ print(json.dumps({"val_accuracy": acc, "train_seconds": time.perf_counter() - t0
 TRAIN = """
 import json, sys
 import transferkit as tk
-run = tk.train(sys.argv[1], model=sys.argv[2], strategy=sys.argv[3], epochs=int(sys.argv[4]), out=sys.argv[5], quiet=True)
+run = tk.train(sys.argv[1], model=sys.argv[2], strategy=sys.argv[3], epochs=int(sys.argv[4]), out=sys.argv[5], quiet=True,
+               **json.loads(sys.argv[6]))
 m = run.metrics
-print(json.dumps({"val_accuracy": m["val_accuracy"], "train_seconds": m["train_seconds"], "strategy": run.strategy,
+print(json.dumps({"input_size": (m.get("input_size") or {}).get("size"), "val_accuracy": m["val_accuracy"], "train_seconds": m["train_seconds"], "strategy": run.strategy,
                   "best_epoch": m["best_epoch"], "head_fit_val": (m.get("head_fit") or {}).get("val_accuracy"),
                   "auto": (m.get("auto") or {}).get("reason")}))
 """
@@ -78,6 +79,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--work", type=Path, default=None, help="Folder for the links, stores and runs (default: a temp dir).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
+    ap.add_argument("--train-args", default="{}", help='Extra tk.train keywords as JSON, e.g. \'{"ema": 0.999}\'.')
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tk-quality-"))
     import transferkit as tk
@@ -98,12 +100,13 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             _, out = timed_run([PYTHON, "-c", TRAIN, str(data), MODEL, strategy, str(args.epochs),
-                                str(work / "runs" / f"{name}-{strategy}-{int(t0)}")])
+                                str(work / "runs" / f"{name}-{strategy}-{int(t0)}"), args.train_args])
             r = last_json(out)
-            note = f"best epoch {r['best_epoch']}" + (f", fitted head {r['head_fit_val']:.4f}" if r["head_fit_val"] else "")
+            note = f"{r['input_size']} px, best epoch {r['best_epoch']}" + (f", fitted head {r['head_fit_val']:.4f}" if r["head_fit_val"] else "")
             if strategy == "auto":
                 note = f"chose {r['strategy']}; " + note
-            rows.append({"dataset": name, "method": strategy, "val_acc": r["val_accuracy"],
+            method = strategy if args.train_args == "{}" else f"{strategy} {args.train_args}"
+            rows.append({"dataset": name, "method": method, "val_acc": r["val_accuracy"],
                          "vs probe": (r["val_accuracy"] - probe["val_accuracy"]) * 100, "train s": r["train_seconds"],
                          "note": note})
             print(rows[-1], flush=True)

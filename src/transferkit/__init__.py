@@ -23,6 +23,7 @@ _EXPORTS = {
     "TransferKitError": "errors", "ConfigError": "errors", "DataError": "errors", "WeightsUnavailableError": "errors",
     "RunError": "errors", "StoreError": "errors", "ModelMismatchError": "errors", "UnsafeFileError": "errors",
     "UnknownNameError": "errors", "MissingDependencyError": "errors", "CorruptStoreError": "errors", "ExportError": "errors",
+    "DistributedError": "errors",
     # backbones
     "create_backbone": "backbones", "list_backbones": "backbones", "get_backbone_spec": "backbones",
     "Preprocessing": "backbones", "register_backbone": "backbones",
@@ -34,9 +35,9 @@ _EXPORTS = {
     "discover": "data.folders", "load_image": "data.decode",
     # training and runs
     "train": "training.trainer", "TrainConfig": "training.config", "Run": "training.run", "load_run": "training.run",
-    "compare": "training.compare", "TransferModel": "training.model",
+    "compare": "training.compare", "launch_torchrun": "training.distributed", "TransferModel": "training.model",
     # embeddings, store, search, visualisation, pipeline
-    "FeatureExtractor": "embed.feature_extractor", "Extractor": "embed.extractor", "embed_folder": "embed.local",
+    "FeatureExtractor": "embed.feature_extractor", "Extractor": "embed.extractor", "embed_folder": "embed.local", "embed_folder_ray": "distributed.ray_embed",
     "EmbeddingStore": "store.store", "describe_model": "store.store",
     "cosine_similarity": "store.search", "SemanticSearch": "store.search", "build_index": "store.index", "search_eval": "store.evaluate",
     "search_store": "store.query", "refresh_store": "store.latest", "predict_store": "training.store_predictions",

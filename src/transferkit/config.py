@@ -70,3 +70,32 @@ class Settings:
 def resolve_settings(settings: Settings | None) -> Settings:
     """``settings``, or the environment's when ``None``."""
     return settings if settings is not None else Settings.from_env()
+
+
+@dataclass(frozen=True)
+class ProcessLayout:
+    """This process's place in a multi-process job (torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+
+    Attributes:
+        rank: index among all ``world_size`` processes (0 writes the run directory).
+        world_size: number of processes (1: a plain single-process run).
+        local_rank: index among the processes of this machine (its accelerator).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProcessLayout:
+        """The layout torchrun set in the environment; one process (rank 0 of 1) when it did not."""
+        env = os.environ if environ is None else environ
+        try:
+            return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+        except ValueError:
+            raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them); got "
+                              f"{env.get('RANK')!r}, {env.get('WORLD_SIZE')!r}, {env.get('LOCAL_RANK')!r}.") from None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0

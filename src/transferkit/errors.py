@@ -70,6 +70,10 @@ class CorruptRunError(RunError):
     exit_code = 1
 
 
+class DistributedError(TransferKitError, RuntimeError):
+    """A multi-process (torchrun) training job lost one of its processes."""
+
+
 class StoreError(TransferKitError, ValueError):
     """An embedding store is missing, not a store, or cannot take what was asked (empty, unlabelled)."""
 

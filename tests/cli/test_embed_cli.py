@@ -89,6 +89,15 @@ def test_index_prints_its_result_line(embedded, capsys):
     assert len(out.strip().splitlines()) == 1 and "Warning" not in err
 
 
+def test_index_kind_ivfpq_on_a_small_store_is_a_one_line_error(embedded, capsys):
+    _, store = embedded
+    assert main(["index", str(store), "--kind", "ivfpq"]) != 0
+    err = capsys.readouterr().err
+    assert "needs at least 624 vectors; the store has 16" in err and "Traceback" not in err
+    assert main(["index", str(store), "--kind", "bogus"]) != 0
+    assert "must be one of auto, hnsw, ivf, ivfpq" in capsys.readouterr().err
+
+
 def test_damaged_store_exits_1_with_a_neutral_remedy(embedded, capsys, tmp_path):
     import shutil
 

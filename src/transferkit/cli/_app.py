@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     exits, aborts, usage = _exception_types()
     try:
         # Non-standalone Typer returns an exit code instead of raising for Ctrl-C (130) and ctx.exit(n).
-        rv = app(args=args, prog_name="transferkit", standalone_mode=False)
+        # obj: the arguments, for a command that runs itself again in other processes (train --nproc)
+        rv = app(args=args, prog_name="transferkit", standalone_mode=False, obj={"argv": args})
     except exits as exc:
         return int(exc.exit_code or 0)
     except aborts:

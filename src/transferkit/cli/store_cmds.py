@@ -42,7 +42,7 @@ def search(
 @app.command()
 def index(
     store: Path = typer.Argument(..., help="Embedding store folder."),
-    kind: str = typer.Option("auto", "--kind", help="auto (HNSW below 100k vectors, IVF-Flat above) | hnsw | ivf"),
+    kind: str = typer.Option("auto", "--kind", help="auto (HNSW below 100k vectors, IVF-Flat above, streamed IVF-PQ once the vectors pass 4 GiB) | hnsw | ivf | ivfpq"),
     target_recall: float = typer.Option(0.95, "--target-recall", help="Tune the search parameter to reach this recall@10."),
     json_out: bool = typer.Option(False, "--json", help="Print the index info as JSON."),
 ) -> None:

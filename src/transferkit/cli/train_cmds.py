@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -48,14 +49,25 @@ _CLI_TYPES = {"input_size": str}
 _ALIASES = {"model": ("-m",), "strategy": ("-s",), "epochs": ("-e",), "batch_size": ("-b",), "num_workers": ("--workers",)}
 
 
-def _train_cmd(data: Path, out: Path | None, resume: bool, json_: bool, quiet: bool, **options) -> None:
+def _train_cmd(data: Path, out: Path | None, resume: bool, json_: bool, quiet: bool, nproc: int, ctx: typer.Context,
+               **options) -> None:
     """Train a classifier by transfer learning and save it to a run directory."""
     import transferkit as tk
+    from transferkit.config import ProcessLayout
 
+    layout = ProcessLayout.from_env()
+    quiet = quiet or not layout.is_main  # under torchrun, rank 0 alone reports
     setup_logging(quiet)
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out RUN_DIR (the run to continue).")
+    if layout.world_size > 1 and nproc not in (1, layout.world_size):
+        raise typer.BadParameter(f"--nproc {nproc} under a launcher that started {layout.world_size} processes; drop it.")
+    if nproc > 1 and layout.world_size == 1:  # run this same command in nproc processes
+        tk.launch_torchrun((ctx.obj or {}).get("argv") or sys.argv[1:], nproc, run_dir=out)
+        return
     run = tk.train(data, out=out, resume=resume, progress=renderer(quiet), quiet=quiet, **options)
+    if not layout.is_main:
+        return
     m = run.metrics
     if json_:
         print_json({k: m[k] for k in ("val_accuracy", "val_loss", "best_epoch", "train_seconds", "skipped_files", "strategy")}
@@ -94,6 +106,9 @@ def _register_train() -> None:
             False, "--resume", help="Continue the run in --out from its last completed epoch.")),
         inspect.Parameter("json_", kw, annotation=bool, default=typer.Option(False, "--json", help="Print the final metrics as JSON.")),
         inspect.Parameter("quiet", kw, annotation=bool, default=typer.Option(False, "--quiet", "-q", help="No progress bars or messages.")),
+        inspect.Parameter("nproc", kw, annotation=int, default=typer.Option(
+            1, "--nproc", min=1, help="Train in N processes on this machine (torchrun, DDP): one per GPU, or gloo on the CPU.")),
+        inspect.Parameter("ctx", kw, annotation=typer.Context),
     ]
 
     def train_cmd(**kwargs) -> None:

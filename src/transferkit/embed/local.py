@@ -56,7 +56,8 @@ class EmbedReport:
                 "inference": dict(self.inference)}
 
 
-def _inference_record(info: dict[str, Any]) -> dict[str, Any]:
+def inference_record(info: dict[str, Any]) -> dict[str, Any]:
+    """What a store records of how its vectors were made (and compares on later runs): backend and precision."""
     return {"backend": info.get("backend"), "precision": info.get("precision")}
 
 
@@ -66,6 +67,22 @@ def same_vectors(recorded: dict[str, Any], used: dict[str, Any]) -> bool:
     if recorded.get("precision") != used.get("precision"):
         return False
     return used.get("precision") == "fp32" or recorded.get("backend") == used.get("backend")
+
+
+def start_job(extractor: Extractor, data: str | os.PathLike, store_path: str | os.PathLike, *, settings: Settings | None,
+              progress: Callback | bool | None, quiet: bool):
+    """What every engine does first: ``(settings, reporter, entries, data_root, store, recorded)``: the folder's
+    entries, the store (created if needed) and the backend/precision it records, pinned on ``extractor``."""
+    settings = resolve_settings(settings)
+    reporter = make_reporter(None if isinstance(progress, bool) else progress, quiet=quiet or progress is False)
+    entries = scan_folder(data)
+    data_root = str(Path(data).resolve())
+    store = EmbeddingStore.open_or_create(store_path, model_id=extractor.model_id, source=extractor.source,
+                                          extra={"data_root": data_root})
+    recorded = store.meta.get("inference")
+    if recorded:
+        extractor.pin(recorded, where=f"Store {store.path}")
+    return settings, reporter, entries, data_root, store, recorded
 
 
 def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str | os.PathLike, *, batch_size: int = 64,
@@ -101,17 +118,10 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
     t0 = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"`batch_size` must be a positive integer; got {batch_size}.")
-    settings = resolve_settings(settings)
-    reporter = make_reporter(None if isinstance(progress, bool) else progress, quiet=quiet or progress is False)
-    entries = scan_folder(data)
-    data_root = str(Path(data).resolve())
-    store = EmbeddingStore.open_or_create(store_path, model_id=extractor.model_id, source=extractor.source,
-                                          extra={"data_root": data_root})
+    settings, reporter, entries, data_root, store, recorded = start_job(extractor, data, store_path, settings=settings,
+                                                                        progress=progress, quiet=quiet)
     if store.meta.get("data_root") != data_root:
         store.update_meta(data_root=data_root)
-    recorded = store.meta.get("inference")
-    if recorded:
-        extractor.pin(recorded, where=f"Store {store.path}")
     report = EmbedReport(store=str(store.path))
     # A store created just now has no rows, and reading them would import LanceDB and open the table (0.5-1.0 s)
     # before the first image; its table is made by the first commit, while the model runs.
@@ -134,10 +144,10 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
     def commit() -> None:
         nonlocal embedded, recorded
         if rows and not recorded:  # the first vectors: record how they were made, or check it
-            recorded = _inference_record(extractor.inference_info)
-            store.update_meta(inference=recorded)
-        elif rows and not same_vectors(recorded, _inference_record(extractor.inference_info)):
-            used = _inference_record(extractor.inference_info)
+            recorded = inference_record(extractor.inference_info)
+            store.update_meta(inference=recorded, engine="local")  # which engine made the first vectors (or "ray")
+        elif rows and not same_vectors(recorded, inference_record(extractor.inference_info)):
+            used = inference_record(extractor.inference_info)
             raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} "
                                      f"{recorded['precision']}, but this run fell back to {used['backend']} "
                                      f"{used['precision']}. Embed into a new store.")

@@ -103,20 +103,22 @@ class StoreWriter:
             self._pool.shutdown(wait=True)
 
 
-def refresh_rows(store: EmbeddingStore, items: list[tuple[Any, os.stat_result, str]]) -> None:
-    """Rewrite the metadata of rows whose bytes did not change (moved folder, touched file), keeping their vectors.
-
-    ``items``: ``(ImageEntry, stat, fingerprint)`` per row.
-    """
+def refreshed_rows(store: EmbeddingStore, items: list[tuple[Any, os.stat_result, str]]) -> Iterator[list[dict[str, Any]]]:
+    """The stored rows of files whose bytes did not change (moved folder, touched file), with their new metadata and
+    their old vectors, a chunk at a time. ``items``: ``(ImageEntry, stat, fingerprint)`` per row."""
     by_id = {e.id: (e, st, fp) for e, st, fp in items}
     ids_all = list(by_id)
     for start in range(0, len(ids_all), 1000):
         ids = ids_all[start:start + 1000]
-        old_rows = store.rows(where="id IN (" + ", ".join(sql_quote(i) for i in ids) + ")")
-        rows = []
-        for r in old_rows:
+        rows = store.rows(where="id IN (" + ", ".join(sql_quote(i) for i in ids) + ")")
+        for r in rows:
             e, st, fp = by_id[r["id"]]
             r.update(path=str(e.path), relpath=e.relpath, label=e.label, split=e.split, size=st.st_size, mtime=st.st_mtime_ns,
                      fingerprint=fp)
-            rows.append(r)
+        yield rows
+
+
+def refresh_rows(store: EmbeddingStore, items: list[tuple[Any, os.stat_result, str]]) -> None:
+    """Rewrite the metadata of rows whose bytes did not change, keeping their vectors (see :func:`refreshed_rows`)."""
+    for rows in refreshed_rows(store, items):
         store.upsert(rows)

@@ -43,6 +43,33 @@ def schema(dim: int):
     )
 
 
+def arrow_table(columns: dict[str, Any], vectors: np.ndarray, dim: int):
+    """The table of rows given as ``{column: values}`` (missing columns take :data:`DEFAULTS`) and a ``(N, dim)`` matrix."""
+    import pyarrow as pa
+
+    sch = schema(dim)
+    n = len(vectors)
+    cols = {name: pa.array(columns[name] if name in columns else [DEFAULTS[name]] * n, type=sch.field(name).type)
+            for name in COLUMNS[:-1]}
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, dtype=np.float32).ravel(), type=pa.float32()), dim)
+    return pa.table(cols, schema=sch)
+
+
+def sql_quote(value: str) -> str:
+    """Quote a string literal for a LanceDB filter."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def where_clause(where: str | None, label: str | None, split: str | None) -> str | None:
+    """An SQL filter: ``where`` and/or an exact label and split, or ``None`` for all rows."""
+    parts = [f"({where})"] if where else []
+    if label is not None:
+        parts.append(f"label = {sql_quote(label)}")
+    if split is not None:
+        parts.append(f"split = {sql_quote(split)}")
+    return " AND ".join(parts) or None
+
+
 def list_tables(db) -> list[str]:
     try:
         return list(db.list_tables().tables) if hasattr(db, "list_tables") else list(db.table_names())

@@ -2,7 +2,8 @@
 
 Stores below :data:`IVF_MIN_VECTORS` get HNSW (M=32); larger ones IVF-Flat (~4 sqrt(N)
 lists, trained on a sample), because HNSW over 1M vectors did not finish on 2 cores where
-IVF built in 5.5 minutes. The search parameter (efSearch / nprobe) is tuned at build time to
+IVF built in 5.5 minutes. Stores whose vectors would not fit comfortably in memory get the
+streamed IVF-PQ of :mod:`.streamed` (built and searched without loading the vectors). The search parameter (efSearch / nprobe) is tuned at build time to
 the smallest value whose leave-one-out recall@10 reaches the target (0.95 by default).
 
 The functions take a store-like object (``path``, ``dim``, ``version``, ``snapshot()``,
@@ -20,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path, write_json_atomic
-from ..errors import ConfigError, MissingDependencyError, StoreError
+from ..errors import ConfigError, StoreError
 from ..events import Callback, make_reporter
+from . import streamed
+from ._faiss import load as _faiss
 from .search import exact_topk
 
 log = logging.getLogger("transferkit")
@@ -34,7 +37,7 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 #: ``kind="auto"`` uses HNSW below this many vectors and IVF-Flat from here on.
 IVF_MIN_VECTORS = 100_000
-INDEX_KINDS = ("auto", "hnsw", "ivf")
+INDEX_KINDS = ("auto", "hnsw", "ivf", "ivfpq")
 
 
 class AnnIndex:
@@ -67,14 +70,6 @@ def set_search_param(index, info: dict[str, Any], k: int) -> None:
         index.hnsw.efSearch = max(int(info.get("ef_search", HNSW_EF_SEARCH)), k)
 
 
-def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise MissingDependencyError("The approximate index needs faiss. Install it with `pip install faiss-cpu`.") from exc
-    return faiss
-
-
 def _drop_self(found: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Rows of ``found`` without the query's own position, cut to ``k`` (padded with -1)."""
     out = np.full((len(found), k), -1, dtype=np.int64)
@@ -91,7 +86,9 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def describe_index(info: dict[str, Any]) -> str:
     """One line for people: kind, size, tuned parameter, measured recall, build and query time."""
-    name = "IVF-Flat" if info["kind"] == "faiss-ivf-flat-ip" else "HNSW"
+    name = {"faiss-ivf-flat-ip": "IVF-Flat", "faiss-hnsw-ip": "HNSW"}.get(info["kind"], "")
+    if not name:
+        name = f"Streamed IVF-PQ ({info['pq_bytes']} bytes a vector, candidates re-ranked exactly)"
     param = f"nprobe {info['nprobe']}" if "nprobe" in info else f"efSearch {info['ef_search']}"
     return (f"{name} index over {info['num_vectors']} vectors ({param}): recall@10 {info['recall_at_10']:.3f} "
             f"vs exact ({info['recall_queries']} queries), built in {info['build_seconds']:.2f}s, "
@@ -117,10 +114,23 @@ def build_index(store: Any, *, kind: str = "auto", target_recall: float = 0.95, 
     """
     reporter = make_reporter(progress, quiet=quiet)
     faiss = _faiss()
+    n = len(store)
+    if n == 0:
+        raise StoreError(f"The store {store.path} is empty; embed images into it first.")
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"`kind` of the index must be one of {', '.join(INDEX_KINDS)}; got {kind!r}.")
+    if kind == "ivfpq" or (kind == "auto" and n * store.dim * 4 >= streamed.STREAMED_MIN_BYTES):
+        if not 0.0 < target_recall <= 1.0:
+            raise ConfigError(f"`target_recall` must be in (0, 1]; got {target_recall!r}.")
+        version = store.version
+        with reporter.task("index", total=n, description="Building the streamed IVF-PQ index", unit="vec") as task:
+            index, info = streamed.build_streamed(store, target_recall=target_recall, num_queries=num_queries, seed=seed,
+                                                  task=task)
+        info["store_version"] = version
+        streamed.save_streamed(store, index, info, index_file=INDEX_FILE, meta_file=INDEX_META_FILE, ids_file=INDEX_IDS_FILE)
+        return _built(store, info, target_recall, reporter)
     snap = store.snapshot()
     x = snap["vectors"]
-    if x.shape[0] == 0:
-        raise StoreError(f"The store {store.path} is empty; embed images into it first.")
     with reporter.task("index", total=None, description="Building the index"):
         index, info = build_ann_index(x, kind=kind, target_recall=target_recall, m=m, ef_construction=ef_construction,
                                       num_queries=num_queries, seed=seed)
@@ -132,6 +142,10 @@ def build_index(store: Any, *, kind: str = "auto", target_recall: float = 0.95, 
             np.save(f, np.asarray(snap["id"].tolist(), dtype=str))
         # The JSON is written last: it names the store version the two files above belong to.
         write_json_atomic(path / INDEX_META_FILE, info)
+    return _built(store, info, target_recall, reporter)
+
+
+def _built(store: Any, info: dict[str, Any], target_recall: float, reporter) -> dict[str, Any]:
     store.ann_index_changed()
     if info["recall_at_10"] < target_recall:
         param = "nprobe" if "nprobe" in info else "ef_search"
@@ -161,8 +175,9 @@ def build_ann_index(x: np.ndarray, *, kind: str = "auto", target_recall: float =
         ``(faiss_index, info)``; ``info`` has ``kind``, the tuned parameter, ``recall_at_10``,
         ``target_recall``, ``build_seconds``, ``query_ms``, ``num_vectors``.
     """
-    if kind not in INDEX_KINDS:
-        raise ConfigError(f"`kind` of the index must be one of {', '.join(INDEX_KINDS)}; got {kind!r}.")
+    if kind not in INDEX_KINDS or kind == "ivfpq":
+        raise ConfigError(f"`kind` of an in-memory index must be auto, hnsw or ivf; got {kind!r} "
+                          "(the streamed IVF-PQ is built from a store: `build_index(store, kind='ivfpq')`).")
     if not 0.0 < target_recall <= 1.0:
         raise ConfigError(f"`target_recall` must be in (0, 1]; got {target_recall!r}.")
     faiss = _faiss()
@@ -213,14 +228,23 @@ def build_ann_index(x: np.ndarray, *, kind: str = "auto", target_recall: float =
     return index, info
 
 
-def load_index(store: Any) -> AnnIndex | None:
-    """The store's index if one was built and still matches the store; ``None`` otherwise (with a warning if stale)."""
+def load_index(store: Any):
+    """The store's index if one was built and still matches the store; ``None`` otherwise (with a warning if stale).
+
+    An :class:`AnnIndex`, or a :class:`~transferkit.store.streamed.StreamedIndex` (``streamed`` true) for IVF-PQ.
+    """
     path = Path(store.path)
     meta_path = path / INDEX_META_FILE
     if not meta_path.exists():
         return None
     try:
         info = json.loads(meta_path.read_text(encoding="utf-8"))
+        if info.get("kind") == streamed.KIND:
+            if info.get("store_version") != store.version:
+                log.warning("The ANN index of %s is out of date (the store changed since it was built); using exact "
+                            "search. Hint: rebuild the index.", path)
+                return None
+            return streamed.load_streamed(path / INDEX_FILE, info, store)
         faiss = _faiss()
         index = faiss.read_index(str(path / INDEX_FILE))
         ids = np.load(path / INDEX_IDS_FILE, allow_pickle=False)

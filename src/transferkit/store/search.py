@@ -25,8 +25,7 @@ def normalize(x: np.ndarray) -> np.ndarray:
     """L2-normalise rows (float32); all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    # a float32 one: a Python 1.0 made the quotient float64, a transient 2x copy (400 MB at 100k x 512)
-    return x / np.where(norms > 0, norms, np.float32(1.0))
+    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------------- spec API
@@ -171,9 +170,10 @@ def search_vectors(store: Any, query, *, top_k: int = 5, label: str | None = Non
                    exact: bool = False, exclude_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
     """The ``top_k`` rows of ``store`` most cosine-similar to the vector ``query``.
 
-    ``store`` is anything with ``dim``, ``snapshot()`` and ``ann_index(version=)`` (an
-    :class:`~transferkit.EmbeddingStore`). Its approximate index answers when it exists, is up
-    to date and no label/split filter is given; otherwise the search is exact.
+    ``store`` is an :class:`~transferkit.EmbeddingStore`. Its approximate index answers when it
+    exists, is up to date and no label/split filter is given; otherwise the search is exact.
+    With a streamed IVF-PQ index (a store bigger than RAM) the vectors are never all loaded: the
+    index's candidates are re-ranked from the table, and an exact or filtered search scans it in chunks.
 
     Returns:
         dicts with ``rank`` (1-based), ``score`` (cosine similarity), ``id``, ``path``,
@@ -185,12 +185,19 @@ def search_vectors(store: Any, query, *, top_k: int = 5, label: str | None = Non
     top_k = check_top_k(top_k)
     q = check_query(query, store.dim)
     exclude = set(exclude_ids)
-    snap = store.snapshot()
+    version = store.version
+    index = store.ann_index(version=version)
+    if getattr(index, "streamed", False):  # a store bigger than RAM: never a snapshot of its vectors
+        found = index.search_rows(store, q, top_k + len(exclude), exact=exact, label=label, split=split)
+        found = [(s, row) for s, row in found if row["id"] not in exclude][:top_k]
+        return [{"rank": r + 1, "score": s, **{c: str(row[c]) for c in ("id", "path", "relpath", "label", "split")}}
+                for r, (s, row) in enumerate(found)]
+    snap = store.snapshot(version=version)
     n = len(snap["id"])
     if n == 0:
         return []
     want = top_k + len(exclude)
-    ann = None if (exact or label is not None or split is not None) else store.ann_index(version=snap["version"])
+    ann = None if (exact or label is not None or split is not None) else index
     if ann is not None:
         # Positions in the index match the snapshot only if ids agree; map through ids to be safe.
         pos, scores = ann.search(q[None, :], min(want, n))

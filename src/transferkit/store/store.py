@@ -25,9 +25,9 @@ from .. import __version__
 from .._io import read_json_object, write_json_atomic
 from ..errors import CorruptStoreError, ModelMismatchError, StoreError
 from . import _lance
-from ._lance import COLUMNS, TABLE_NAME, table_errors
+from ._lance import COLUMNS, TABLE_NAME, sql_quote, table_errors, where_clause
 from .batching import QueryBatcher
-from .index import AnnIndex, load_index
+from .index import load_index
 from .search import normalize, search_vectors
 
 __all__ = ["COLUMNS", "IDENTITY_KEYS", "META_NAME", "STORE_FORMAT_VERSION", "TABLE_NAME", "EmbeddingStore",
@@ -39,11 +39,6 @@ META_NAME = "transferkit_store.json"
 IDENTITY_KEYS = ("backbone", "weights", "weights_digest", "preprocessing", "dim", "resize")
 #: What a model id without the key meant (stores written before the key existed resized with PyTorch's uint8 kernel).
 IDENTITY_DEFAULTS = {"resize": "torch-uint8"}
-
-
-def sql_quote(value: str) -> str:
-    """Quote a string literal for a LanceDB filter."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def describe_model(model_id: dict[str, Any]) -> str:
@@ -78,7 +73,7 @@ class EmbeddingStore:
         self._db = None
         self._table = None
         self._cache: dict[str, Any] | None = None
-        self._ann: tuple[int, AnnIndex | None] | None = None  # (store version, its loaded index)
+        self._ann: tuple[int, Any] | None = None  # (store version, its loaded AnnIndex or StreamedIndex)
         self.is_new = False
 
     # ------------------------------------------------------------------ open/create
@@ -237,12 +232,8 @@ class EmbeddingStore:
             raise StoreError(f"Vectors of shape {vectors.shape} do not fit store {self.path} (dim {self.dim}). "
                              f"Use a store made by the same model.")
         vectors = normalize(vectors)
-        schema = _lance.schema(self.dim)
-        cols: dict[str, Any] = {}
-        for name in COLUMNS[:-1]:
-            cols[name] = pa.array([r.get(name, _lance.DEFAULTS[name]) for r in rows], type=schema.field(name).type)
-        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), self.dim)
-        data = pa.table(cols, schema=schema)
+        data = _lance.arrow_table({name: [r.get(name, _lance.DEFAULTS[name]) for r in rows] for name in COLUMNS[:-1]},
+                                  vectors, self.dim)
         self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         self._cache = None
         return len(rows)
@@ -266,7 +257,7 @@ class EmbeddingStore:
     def rows(self, *, columns: Sequence[str] | None = None, where: str | None = None, label: str | None = None,
              split: str | None = None) -> list[dict[str, Any]]:
         """Rows as dicts (optionally only ``columns``, filtered by an SQL ``where`` and/or label/split)."""
-        tbl = self._scan(columns=columns, where=_where(where, label, split))
+        tbl = self._scan(columns=columns, where=where_clause(where, label, split))
         return tbl.to_pylist()
 
     @table_errors("read")
@@ -287,15 +278,19 @@ class EmbeddingStore:
 
     def vectors(self, where: str | None = None, *, label: str | None = None, split: str | None = None) -> tuple[list[str], np.ndarray]:
         """``(ids, matrix)``: the (normalised, float32) vectors of the matching rows."""
-        tbl = self._scan(columns=["id", "vector"], where=_where(where, label, split))
+        tbl = self._scan(columns=["id", "vector"], where=where_clause(where, label, split))
         return tbl.column("id").to_pylist(), _lance.matrix(tbl.column("vector"), self.dim)
 
-    def snapshot(self) -> dict[str, Any]:
-        """All ids, labels, splits, paths, the vector matrix, ``row_of`` (id -> row) and its ``batcher``, cached until the next write."""
-        if self._cache is None or self._cache["version"] != self.version:
+    def snapshot(self, *, version: int | None = None) -> dict[str, Any]:
+        """All ids, labels, splits, paths, the vector matrix, ``row_of`` (id -> row) and its ``batcher``, cached until the next write.
+
+        ``version``: the store version the caller just read (saves reading it again).
+        """
+        version = self.version if version is None else version
+        if self._cache is None or self._cache["version"] != version:
             tbl = self._scan(columns=["id", "path", "relpath", "label", "split", "vector"])
             self._cache = {
-                "version": self.version,
+                "version": version,
                 "id": np.asarray(tbl.column("id").to_pylist(), dtype=object),
                 "path": tbl.column("path").to_pylist(),
                 "relpath": tbl.column("relpath").to_pylist(),
@@ -308,8 +303,11 @@ class EmbeddingStore:
         return self._cache
 
     # ------------------------------------------------------------------ search
-    def ann_index(self, *, version: int | None = None) -> AnnIndex | None:
+    def ann_index(self, *, version: int | None = None):
         """The approximate index, loaded once per store version; ``None`` when none was built or it is out of date.
+
+        An :class:`~transferkit.store.index.AnnIndex`, or for a store bigger than RAM a
+        :class:`~transferkit.store.streamed.StreamedIndex` (``streamed`` true: no positions, row ids).
 
         Args:
             version: the store version the caller just read (:meth:`snapshot` has it); saves
@@ -340,12 +338,3 @@ class EmbeddingStore:
             ConfigError: zero query vector, wrong dimension, ``top_k`` < 1.
         """
         return search_vectors(self, query, top_k=top_k, label=label, split=split, exact=exact, exclude_ids=exclude_ids)
-
-
-def _where(where: str | None, label: str | None, split: str | None) -> str | None:
-    parts = [f"({where})"] if where else []
-    if label is not None:
-        parts.append(f"label = {sql_quote(label)}")
-    if split is not None:
-        parts.append(f"split = {sql_quote(split)}")
-    return " AND ".join(parts) or None

@@ -111,8 +111,9 @@ def write_config(out_dir: Path, cfg: TrainConfig, *, strategy: str, auto: dict[s
                                               "transferkit_version": __version__})
 
 
-def load_resume(out_dir: Path) -> Resume:
-    """Read the run in ``out_dir`` to continue it; removes the temporary files a killed run left.
+def load_resume(out_dir: Path, *, clean: bool = True) -> Resume:
+    """Read the run in ``out_dir`` to continue it; removes the temporary files a killed run left (``clean``: only the
+    process that will write there, since another's removal could hit the writer's live temporary file).
 
     Raises:
         RunError: nothing to resume there.
@@ -129,7 +130,7 @@ def load_resume(out_dir: Path) -> Resume:
         raise  # e.g. a strategy a plugin registered, not registered in this process
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptRunError(f"Cannot resume {out_dir}: corrupt {CONFIG_FILE} ({exc}). Start a new run.") from None
-    for p in remove_stale_temps(out_dir):  # a run killed while saving leaves its half-written file
+    for p in remove_stale_temps(out_dir) if clean else ():  # a run killed while saving leaves its half-written file
         log.info("Removed %s, left by the interrupted run.", p.name)
     resume = Resume(cfg, raw.get("resolved_strategy") or None, raw.get("auto"))
     ckpt = out_dir / CHECKPOINT_FILE
@@ -140,6 +141,8 @@ def load_resume(out_dir: Path) -> Resume:
             raise CorruptRunError(f"Cannot resume {out_dir}: corrupt {CHECKPOINT_FILE} ({exc}). Start a new run.") from None
         if not isinstance(state, dict):
             raise CorruptRunError(f"Cannot resume {out_dir}: {CHECKPOINT_FILE} is not a transferkit checkpoint. Start a new run.")
+        if isinstance(state.get("model"), dict):  # weights saved from a DDP wrapper elsewhere load here too
+            torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state["model"], "module.")
         resume.checkpoint = state
     return resume
 

@@ -1,7 +1,7 @@
 """Where a training run executes: its device and its place among processes, and its seeded randomness.
 
-One process today (rank 0 of 1); a torchrun launcher fills ``rank``/``world_size`` so
-distributed training can slot in, with rank 0 the one that writes the run directory.
+One process (rank 0 of 1), or one of torchrun's processes (see :mod:`.distributed`), each on its
+own device; rank 0 is the one that writes the run directory.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from ..inference.devices import resolve_device
 
 #: Epoch ``e`` of a run seeded ``s`` draws from seed ``s * EPOCH_SEED_STRIDE + e``: each epoch's randomness
@@ -27,16 +28,25 @@ class RunContext:
         device: the torch device of this process.
         rank: this process's index among ``world_size`` training processes.
         world_size: number of training processes.
+        local_rank: its index among the processes of its machine.
     """
 
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
 
     @classmethod
-    def create(cls, device: str = "auto") -> RunContext:
-        """The context of a single-process run on ``device`` (``auto``: CUDA, then MPS, then the CPU)."""
-        return cls(resolve_device(device))
+    def create(cls, device: str = "auto", *, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> RunContext:
+        """The context of a process on ``device`` (``auto``: CUDA, then MPS, then the CPU); of several processes, each
+        takes the CUDA device of its ``local_rank``."""
+        dev = resolve_device(device)
+        if world_size > 1 and dev.type == "mps":
+            raise ConfigError("Multi-process training runs on CUDA or the CPU, not on MPS. Use `device` cpu, or one process.")
+        if world_size > 1 and dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        return cls(dev, rank, world_size, local_rank)
 
     @property
     def is_main(self) -> bool:

@@ -17,6 +17,7 @@ from ..embed.features import compute_features
 from ..errors import DataError
 from ..events import Reporter
 from ..strategies import AutoDecision, choose_auto, knn_probe_accuracy
+from . import distributed
 from .context import RunContext
 
 log = logging.getLogger("transferkit")
@@ -81,9 +82,10 @@ class FrozenFeatures:
         return dict(self._runner.info) if self._runner is not None else {}
 
     def _compute(self, images, description: str, batch_size: int):
-        return compute_features(self.backbone, images, batch_size=batch_size, device=self.ctx.device,
-                                num_workers=self.num_workers, progress=self.reporter, description=description,
-                                runner=self.runner, settings=self.settings)
+        # on several processes each computes its share, and every one gets them all
+        return distributed.features_sharded(self.ctx, images, lambda part: compute_features(
+            self.backbone, part, batch_size=batch_size, device=self.ctx.device, num_workers=self.num_workers,
+            progress=self.reporter, description=description, runner=self.runner, settings=self.settings))
 
     def probe(self, seed: int) -> AutoDecision:
         """Let ``auto`` decide from how well the frozen features separate the classes (LOO kNN on a sample).

@@ -226,19 +226,24 @@ def apply_auto_lr(trainer, fitted_only: bool):
                                                "pass head_init='random' to train it by SGD"}
         trainer.reporter.message("LR finder: skipped; " + trainer.progress.lr_find["skipped"] + ".")
         return cfg
-    result = run_sweep(trainer)
-    result.plot_png(trainer.out / "lr_find.png")
-    write_json_atomic(trainer.out / "lr_find.json", result.to_dict())
+    from . import distributed
+
+    main = trainer.ctx.is_main
+    result = distributed.broadcast_object(trainer.ctx, run_sweep(trainer))  # each process swept its shard; rank 0's counts
+    if main:
+        result.plot_png(trainer.out / "lr_find.png")
+        write_json_atomic(trainer.out / "lr_find.json", result.to_dict())
     lr = result.suggestion
     trainer.cfg = cfg = replace(cfg, lr=None, head_lr=lr, backbone_lr=cfg.backbone_lr * lr / cfg.head_lr)
-    ckpt.write_config(trainer.out, cfg, strategy=trainer.strategy_name, auto=trainer.auto)
+    if main:
+        ckpt.write_config(trainer.out, cfg, strategy=trainer.strategy_name, auto=trainer.auto)
     trainer.optimizer, trainer.scheduler = trainer._make_optimizer(1)
     trainer.progress.lr_find = {**result.summary(), "head_lr": lr, "backbone_lr": cfg.backbone_lr}
     trainer.reporter.message(f"LR finder ({len(result.lrs)} steps, {result.seconds:.1f}s): valley {result.valley:.2e}, "
                              f"steepest {result.steepest:.2e} -> head lr {lr:.2e}, backbone lr {cfg.backbone_lr:.2e} "
                              f"(plot: {trainer.out / 'lr_find.png'})", **trainer.progress.lr_find)
     trainer.param_summary = trainer._describe_params()
-    if trainer.progress.head_fit:  # model.json of the fitted head (the best model so far) records the choice too
+    if trainer.progress.head_fit and main:  # model.json of the fitted head (the best model so far) records the choice too
         from .model import save_model
 
         save_model(trainer.model, trainer.out, trainer._meta())

@@ -139,5 +139,5 @@ def train_step(model, opt, criterion, x, y, amp_dtype: torch.dtype | None, scale
         loss.backward()
         opt.step()
     if ema is not None:
-        ema.update(model)
+        ema.update(getattr(model, "module", model))  # the weights themselves, outside a DDP wrapper (names unprefixed)
     return loss, logits

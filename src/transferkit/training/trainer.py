@@ -16,6 +16,7 @@ import torch
 
 from .._io import write_json_atomic
 from ..backbones import create_backbone
+from ..config import ProcessLayout
 from ..curate.leakage import split_leakage
 from ..data.folders import ImageSet, discover
 from ..data.loading import make_loader
@@ -25,13 +26,13 @@ from ..inference.policy import training_autocast_dtype
 from ..strategies import Strategy, get_strategy
 from ..tracking import Tracker, open_tracker
 from . import checkpoint as ckpt
-from .config import TrainConfig, head_l2_value
+from . import distributed
+from .config import TrainConfig
 from .context import RunContext, epoch_seed
 from .ema import WeightEMA, averaged
 from .evaluate import classification_metrics, loss_and_accuracy, predict_logits
 from .features import CachedFeatures, FrozenFeatures, resumed_inference
 from .input_size import choose_input_size, input_note
-from .linear_head import fit_linear_head
 from .model import TransferModel, save_model
 from .optim import BatchMixer, freeze_batchnorm, make_criterion, make_optimizer, train_step, train_transform
 from .run import Run
@@ -74,20 +75,23 @@ def train(data: str | os.PathLike, *, config: TrainConfig | None = None, out: st
         WeightsUnavailableError: pretrained weights unobtainable. MissingDependencyError: ``tracker``'s extra is missing.
     """
     requested = TrainConfig.from_options(data, config=config, **options)
-    reporter = make_reporter(progress, quiet=quiet)
+    layout = ProcessLayout.from_env()  # several processes under torchrun: only rank 0 reports and writes
+    reporter = make_reporter(progress, quiet=quiet or not layout.is_main)
     out_dir = Path(out) if out is not None else _default_out()
     if resume:
-        state = ckpt.load_resume(out_dir)
+        state = ckpt.load_resume(out_dir, clean=layout.is_main)
         if state.finished:
             reporter.message(f"Run {out_dir} is already complete.")
             return Run.load(out_dir)
     else:
         ckpt.check_new_run_dir(out_dir)
         state = ckpt.Resume(requested)
-    ctx = RunContext.create(state.config.device)
-    tracker = open_tracker(state.config, out_dir, reporter=reporter)  # a bad URI or a missing extra fails before any work
-    with ctx.isolated(), tracker:  # the caller's global RNG state is the same after training
-        return _Trainer(state, out_dir, ctx, reporter=reporter, settings=settings, tracker=tracker).fit()
+    with distributed.session(state.config.device, layout) as ctx:
+        out_dir = distributed.broadcast_object(ctx, out_dir)  # the default's timestamp is rank 0's
+        distributed.barrier(ctx)  # every process checked the folder before rank 0 writes into it
+        tracker = open_tracker(state.config, out_dir, reporter=reporter) if ctx.is_main else Tracker()  # fails before any work
+        with ctx.isolated(), tracker:  # the caller's global RNG state is the same after training
+            return _Trainer(state, out_dir, ctx, reporter=reporter, settings=settings, tracker=tracker).fit()
 
 
 class _Trainer:
@@ -138,6 +142,8 @@ class _Trainer:
         self.cached: CachedFeatures | None = None  # filled by fit on the fast path
         self.head_features: CachedFeatures | None = None  # what the head was fitted on (the LR finder reuses them)
         self.is_cached = self.strategy.is_backbone_frozen and cfg.feature_cache
+        # what trains (the head alone on cached features), in DDP on several processes
+        self.net = distributed.wrap(self.model.head if self.is_cached else self.model, ctx)
         self.criterion = make_criterion(cfg)
         self.mixer = BatchMixer.from_config(cfg, len(s.classes))  # images only: cached features are not mixed
 
@@ -169,13 +175,14 @@ class _Trainer:
     def _epoch_batches(self, n: int, epoch: int) -> list[list[int]]:
         perm = torch.randperm(n, generator=self.ctx.generator(epoch_seed(self.cfg.seed, epoch))).tolist()
         bs = self.cfg.batch_size
-        return [perm[i: i + bs] for i in range(0, n, bs)]
+        return distributed.shard_batches([perm[i: i + bs] for i in range(0, n, bs)], self.ctx)
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> Run:
         cfg, p, reporter = self.cfg, self.progress, self.reporter
-        self.out.mkdir(parents=True, exist_ok=True)
-        ckpt.write_config(self.out, cfg, strategy=self.strategy_name, auto=self.auto)
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.write_config(self.out, cfg, strategy=self.strategy_name, auto=self.auto)
         self.tracker.start(self._meta(), epoch=p.epoch)
         if p.epoch:
             reporter.message(f"Resuming {self.out} from epoch {p.epoch + 1} (best so far {p.best_acc:.4f} at epoch "
@@ -193,6 +200,7 @@ class _Trainer:
             if self.strategy.on_epoch_start(self.model, epoch, self.optimizer):
                 self.optimizer, self.scheduler = self._make_optimizer(epoch, previous=self.optimizer)
                 self.param_summary = self._describe_params()
+                self.net = distributed.wrap(self.model, self.ctx)  # DDP registers the trainable parameters when built
             lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}  # this epoch's: the scheduler steps at its end
             with self.ctx.seeded(epoch_seed(cfg.seed, epoch)):  # augmentation, dropout, worker seeds
                 row = self._run_epoch(epoch)
@@ -202,14 +210,17 @@ class _Trainer:
             if improved:
                 p.best_acc, p.best_epoch, p.bad_epochs = row["val_accuracy"], epoch, 0
                 with averaged(self.ema, self.model):  # what was validated is what is saved
-                    save_model(self.model, self.out, self._meta())
+                    if self.ctx.is_main:
+                        save_model(self.model, self.out, self._meta())
             else:
                 p.bad_epochs += 1
             reporter.message(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  train_acc "
                              f"{row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
                              f"{row['seconds']:.1f}s" + ("  *best" if improved else ""), **row, is_best=improved)
-            ckpt.write_history(self.out, p.history)
+            if self.ctx.is_main:
+                ckpt.write_history(self.out, p.history)
             self.tracker.log_epoch(row, learning_rates=lrs)
+            self.skipped = distributed.merged(self.ctx, self.skipped)  # each process met the unreadable files of its shard
             p.skipped = dict(self.skipped)
             p.train_seconds = elapsed_before + time.perf_counter() - t0
             self._checkpoint(epoch)
@@ -235,48 +246,26 @@ class _Trainer:
         return fitted_only
 
     def _fit_head(self, feats: CachedFeatures, *, epoch: int) -> None:
-        """Fit the head to convergence on the frozen features (``head_init="fit"``), as the run's ``epoch`` (0: the model
-        fine-tuning starts from; 1: feature extraction's only one)."""
-        p, head, t0 = self.progress, self.model.head, time.perf_counter()
-        fit = fit_linear_head(feats.train, feats.train_labels, self.model.num_classes, l2=head_l2_value(self.cfg.head_l2),
-                              seed=self.cfg.seed)
-        with torch.no_grad():
-            head.weight.copy_(fit.weight)
-            head.bias.copy_(fit.bias)
-            train = loss_and_accuracy(head(feats.train), feats.train_labels)
-            val = loss_and_accuracy(head(feats.val), feats.val_labels)
-        p.head_fit = {**fit.to_dict(), "train_accuracy": train["accuracy"], "val_accuracy": val["accuracy"],
-                      "val_loss": val["loss"]}
-        p.best_acc, p.best_epoch = val["accuracy"], epoch
-        save_model(self.model, self.out, self._meta())
-        self.reporter.message(f"Head fitted on the frozen features (logistic regression, L-BFGS, l2 {fit.l2:g}): train_acc "
-                              f"{train['accuracy']:.4f}  val_acc {val['accuracy']:.4f}  {fit.seconds:.1f}s", **p.head_fit)
-        if epoch:
-            seconds = time.perf_counter() - t0
-            p.epoch = epoch
-            p.history.append({"epoch": epoch, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-                              "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr_head": 0.0, "lr_backbone": 0.0,
-                              "seconds": seconds, "train_seconds": fit.seconds, "val_seconds": seconds - fit.seconds,
-                              "images_per_s": len(feats.train) / max(fit.seconds, 1e-9)})
-            ckpt.write_history(self.out, p.history)
-            self.tracker.log_epoch(p.history[-1])
-            p.train_seconds += seconds
-            self._checkpoint(epoch)
+        from .head_fit import fit_head
+
+        fit_head(self, feats, epoch=epoch)
 
     def _checkpoint(self, epoch: int) -> None:
-        ckpt.save_checkpoint(self.out, self.progress, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                             strategy=self.strategy, ema=self.ema)
+        if self.ctx.is_main:  # the unwrapped model's weights: no DDP "module." prefix, loadable on any process count
+            ckpt.save_checkpoint(self.out, self.progress, model=self.model, optimizer=self.optimizer,
+                                 scheduler=self.scheduler, strategy=self.strategy, ema=self.ema)
+        distributed.barrier(self.ctx)  # the next epoch starts once the checkpoint of this one is on disk
 
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         t_epoch = time.perf_counter()
         if self.cached is not None:
-            train_loss, train_acc, n_seen = self._train_epoch_cached(epoch)
+            train_loss, train_acc, n_seen = distributed.mean_over_ranks(self.ctx, *self._train_epoch_cached(epoch))
             t_val = time.perf_counter()
             with torch.no_grad(), averaged(self.ema, self.model):
                 self.model.head.eval()
                 val = loss_and_accuracy(self.model.head(self.cached.val), self.cached.val_labels)
         else:
-            train_loss, train_acc, n_seen = self._train_epoch(epoch)
+            train_loss, train_acc, n_seen = distributed.mean_over_ranks(self.ctx, *self._train_epoch(epoch))
             t_val = time.perf_counter()
             with averaged(self.ema, self.model):
                 val = loss_and_accuracy(*self._predict(self.splits.val))
@@ -294,13 +283,13 @@ class _Trainer:
         }
 
     def _train_epoch_cached(self, epoch: int) -> tuple[float, float, int]:
-        head, opt, feats = self.model.head, self.optimizer, self.cached
-        head.train()
+        opt, feats = self.optimizer, self.cached
+        self.model.head.train()
         total_loss, correct, n = 0.0, 0, 0
         for batch in self._epoch_batches(len(feats.train), epoch):
             idx = torch.tensor(batch, device=self.ctx.device)
             x, y = feats.train[idx], feats.train_labels[idx]
-            loss, logits = train_step(head, opt, self.criterion, x, y, None)
+            loss, logits = train_step(self.net, opt, self.criterion, x, y, None)
             if self.ema is not None:  # the average is over the whole model's weights (the backbone's stay constant)
                 self.ema.update(self.model)
             total_loss += loss.item() * len(y)
@@ -321,7 +310,7 @@ class _Trainer:
                 if x is not None:
                     x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     y = y.to(device, non_blocking=True)
-                    loss, logits = train_step(model, self.optimizer, self.criterion, x, y, amp_dtype, scaler,
+                    loss, logits = train_step(self.net, self.optimizer, self.criterion, x, y, amp_dtype, scaler,
                                               mixer=self.mixer, ema=self.ema)
                     total_loss += loss.item() * len(y)
                     correct += int((logits.argmax(1) == y).sum())
@@ -346,9 +335,11 @@ class _Trainer:
                            generator=self.ctx.generator(epoch_seed(cfg.seed, epoch)))
 
     def _predict(self, images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
-        return predict_logits(self.model, images, batch_size=max(self.cfg.batch_size, 64), device=self.ctx.device,
-                              num_workers=self.cfg.num_workers, reporter=self.reporter, settings=self.settings,
-                              on_skip=lambda s: self._note_skipped(images, s))
+        """Logits and labels of ``images``' readable images (each process predicts its share)."""
+        return distributed.predict_sharded(self.ctx, self.model, images, lambda part: predict_logits(
+            self.model, part, batch_size=max(self.cfg.batch_size, 64), device=self.ctx.device,
+            num_workers=self.cfg.num_workers, reporter=self.reporter, settings=self.settings,
+            on_skip=lambda s: self._note_skipped(part, s)))
 
     def _note_skipped(self, images: ImageSet, skipped: dict[int, str]) -> None:
         for i, reason in skipped.items():
@@ -376,6 +367,8 @@ class _Trainer:
                 logits, labels = self.model.head(self.cached.val).float().cpu(), self.cached.val_labels.cpu()
         else:
             logits, labels = self._predict(self.splits.val)
+        if not self.ctx.is_main:  # rank 0 writes the results; the others return the run it wrote
+            return distributed.after_main(self.ctx, lambda: Run.load(self.out))
         metrics = classification_metrics(logits, labels, self.splits.classes)
         cm = metrics.pop("confusion_matrix")
         metrics.update({
@@ -393,6 +386,7 @@ class _Trainer:
         plot_confusion_matrix(cm, self.splits.classes, self.out / "confusion_matrix.png")
         self.tracker.finish(metrics)
         ckpt.mark_finished(self.out, len(p.history))
+        distributed.barrier(self.ctx)
         self.reporter.message(f"Best epoch {p.best_epoch}: val_acc {metrics['val_accuracy']:.4f}, val_loss "
                               f"{metrics['val_loss']:.4f}; {train_seconds:.1f}s. Run saved to {self.out}",
                               best_epoch=p.best_epoch, val_accuracy=metrics["val_accuracy"], val_loss=metrics["val_loss"],
