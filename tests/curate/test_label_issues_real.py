@@ -35,7 +35,8 @@ def test_injected_label_flips_rank_on_top(tmp_path, flowers12):
     n = len(flipped)
     top = [i.path.rsplit("/", 1)[-1] for i in report.issues[:n]]
     precision = sum(name in flipped for name in top) / n  # fewer than n flagged counts as misses
-    # benchmarks/eval_label_issues.py measured 0.81 on flowers12 (uniform flips, seed 0); the issue's goal is 0.7
+    # 0.979 here (2026-12-03); benchmarks/eval_label_issues.py measured 0.90-1.0 on flowers12 over 6 runs.
+    # The issue's goal is 0.7. ~20 s of CPU (65 s wall on the loaded 2-core machine), mostly embedding.
     assert precision >= 0.7, (precision, len(report.issues), n)
     suggested = [i.suggested_label == i.path.rsplit("/", 1)[-1].rsplit("_", 1)[0] for i in report.issues[:n]
                  if i.path.rsplit("/", 1)[-1] in flipped]
