@@ -184,3 +184,16 @@ def test_small_fits_run_on_one_thread_and_the_setting_is_restored():
     with crossval._threads_for(crossval.SINGLE_THREAD_WORK - 1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_a_store_given_twice_or_a_missing_split_is_refused(tmp_path):
+    from transferkit.curate.source import load_rows
+    from transferkit.errors import StoreError
+
+    x, _, labels, _ = clusters(num_classes=2, per_class=10, num_flips=0)
+    store = _store(tmp_path, x, labels)
+    with pytest.raises(ConfigError, match="is a store already; `store` applies to an image folder only"):
+        load_rows(store.path, store=tmp_path / "other")
+    with pytest.raises(StoreError, match="No rows of the store .* are in `split` 'val'. Its splits: train"):
+        load_rows(store, split="val")
+    assert len(load_rows(store, split="train")) == 20
