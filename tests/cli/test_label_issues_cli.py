@@ -89,3 +89,13 @@ def test_model_with_a_store_is_a_usage_error(noisy_store, capsys):
     assert main(["label-issues", str(noisy_store), "--model", "resnet18", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "holds embeddings of 'tiny_cnn', not of" in err and "Traceback" not in err
+
+
+def test_a_folder_without_store_is_embedded_once_into_the_cache(noisy_folder):
+    import transferkit as tk
+
+    first = tk.find_label_issues(noisy_folder, model="tiny_cnn", folds=3, quiet=True)
+    again = tk.find_label_issues(noisy_folder, model="tiny_cnn", folds=3, quiet=True)
+    assert first.embedded["added"] == 30 and again.embedded["added"] == 0 and again.embedded["unchanged"] == 30
+    assert "curate-stores" in first.store and first.store == again.store
+    assert [i.id for i in first.issues] == [i.id for i in again.issues]  # same vectors, same folds: the same ranking
