@@ -46,6 +46,8 @@ _EXPORTS = {
     "lr_find": "training.lr_find", "LRFindResult": "training.lr_find",
     "pipeline": "workflow", "PipelineResult": "workflow",
     "find_duplicates": "curate.duplicates", "DuplicateReport": "curate.duplicates",
+    "find_label_issues": "curate.label_issues", "LabelIssueReport": "curate.label_issues",
+    "find_outliers": "curate.outliers", "OutlierReport": "curate.outliers",
     "export_model": "export", "ExportResult": "export", "ExportMetadata": "export", "read_export_metadata": "export",
     # diagnostics
     "system_report": "doctor",

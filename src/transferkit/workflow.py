@@ -2,8 +2,9 @@
 
 1. load a pretrained backbone, 2. choose a strategy, 3. train, 4. build an extractor from
 the trained model, 5. embed every split into a store, 6. plot the embedding space (PCA,
-t-SNE), 7. index the store and search it (retrieval quality, example queries). Everything
-lands in one run directory, summarised by a self-contained ``report.html``.
+t-SNE), 7. index the store and search it (retrieval quality, example queries), then list
+its likely label errors and outliers (``curation.json``). Everything lands in one run
+directory, summarised by a self-contained ``report.html``.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ def pipeline(
     timings["search"] = time.perf_counter() - t
     reporter.message(f"  index recall@10 {index.get('recall_at_10', float('nan')):.3f}; retrieval p@1 {retrieval['p_at_1']:.3f}, "
                      f"p@5 {retrieval['p_at_5']:.3f}, mAP@10 {retrieval['map_at_10']:.3f}")
+    t = time.perf_counter()
+    curation = _curation(store, reporter)
+    write_json_atomic(out_dir / "curation.json", curation)
+    timings["curation"] = time.perf_counter() - t
 
     m = run.metrics
     dataset = dict(m.get("dataset", {}))
@@ -165,7 +170,7 @@ def pipeline(
         out_dir / "report.html", title=f"transferkit report: {Path(data).name} with {run.meta['backbone']}",
         dataset=dataset, strategy=_strategy_summary(run), history=run.history, metrics=m,
         confusion_png=out_dir / "confusion_matrix.png", plots={k: v for k, v in plots.items() if str(v).endswith(".png")},
-        retrieval=retrieval_info, gallery=gallery, timings=timings,
+        retrieval=retrieval_info, gallery=gallery, timings=timings, curation=curation,
     )
     write_json_atomic(out_dir / "pipeline.json", {
         "data": str(data), "run": str(out_dir), "store": str(out_dir / STORE_DIR), "report": str(report_path),
@@ -175,6 +180,23 @@ def pipeline(
     reporter.message(f"Report: {report_path}")
     return PipelineResult(run=run, store=store, extractor=extractor, report_path=report_path, plots=plots,
                           retrieval=retrieval, index=index, gallery=gallery, timings=timings)
+
+
+def _curation(store, reporter) -> dict[str, Any]:
+    """Label issues and outliers of the run's store for the report (each ``{"error": message}`` where it cannot run,
+    e.g. a class with fewer images than the folds: a report is still written)."""
+    from .curate.label_issues import find_label_issues
+    from .curate.outliers import find_outliers
+    from .errors import TransferKitError
+
+    reporter.message("  label issues and outliers of the store")
+    out: dict[str, Any] = {}
+    for key, find in (("label_issues", find_label_issues), ("outliers", find_outliers)):
+        try:
+            out[key] = find(store, progress=reporter).to_dict()
+        except TransferKitError as exc:
+            out[key] = {"error": str(exc)}
+    return out
 
 
 def _strategy_summary(run) -> dict[str, Any]:

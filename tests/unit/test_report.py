@@ -70,6 +70,8 @@ def inputs(tmp_path):
             }
         ],
         "timings": {"train": 9.3, "embed": 2.1},
+        "curation": {"label_issues": {"num_issues": 0, "num_images": 22, "issues": []},
+                     "outliers": {"num_flagged": 0, "z_threshold": 3.5, "k": 10, "outliers": []}},
     }
 
 
@@ -167,3 +169,17 @@ def test_plot_helpers(tmp_path):
                        tmp_path / "h.png")
     with Image.open(out) as im:
         assert im.size == (1000, 380)
+
+
+def test_curation_section_lists_issues_and_says_why_a_part_is_missing(tmp_path):
+    from transferkit.report.curation import curation_section
+
+    issues = {"num_issues": 1, "num_confident": 1, "num_images": 30, "cross_validation": {"folds": 5, "accuracy": 0.9},
+              "issues": [{"rank": 1, "path": str(tmp_path / "none.jpg"), "given_label": "cat", "suggested_label": "dog",
+                          "score": 0.93}]}
+    html = curation_section({"label_issues": issues, "outliers": {"error": "Finding outliers needs at least two images"}})
+    assert "1 of 30 images have a label the 5-fold heads on the embeddings contradict (1 confident" in html
+    assert "out-of-fold accuracy 0.900" in html
+    assert '#1 <span class="bad">cat</span> &rarr; <span class="ok">dog</span>' in html and "score 0.930" in html
+    assert "Not available: Finding outliers needs at least two images" in html
+    assert curation_section(None) == '<p class="na">Not available.</p>'

@@ -10,7 +10,7 @@ import pytest
 import transferkit as tk
 from transferkit.cli import main
 
-SECTIONS = ("dataset", "strategy", "training", "metrics", "embedding", "retrieval", "gallery")
+SECTIONS = ("dataset", "strategy", "training", "metrics", "embedding", "retrieval", "gallery", "curation")
 
 
 EVENTS: list = []
@@ -103,3 +103,15 @@ def test_pipeline_bad_data_is_a_one_line_error(tmp_path, capsys):
     code = main(["pipeline", str(tmp_path / "missing"), "--model", "tiny_cnn"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("Error: Dataset folder not found") and "Traceback" not in err
+
+
+def test_the_store_gets_label_issues_and_outliers_in_the_report(result):
+    curation = json.loads((result.run.path / "curation.json").read_text())
+    issues, outliers = curation["label_issues"], curation["outliers"]
+    assert issues["num_images"] == 48 and issues["classes"] == ["blue", "green", "red"]
+    assert issues["num_issues"] <= 2  # colour classes: nothing is mislabelled
+    assert outliers["num_images"] == 48 and len(outliers["outliers"]) == 48
+    html = result.report_path.read_text(encoding="utf-8")
+    section = html.split('id="curation"')[1].split("</section>")[0]
+    assert "Likely label errors" in section and "of 48 images have a label the 5-fold heads" in section
+    assert section.count('class="card"') == min(issues["num_issues"], 8) + 8

@@ -1,5 +1,6 @@
 // The transferkit serve page: map + search + item + selection, over the HTTP API only.
 import { getJson, getPointsF32, thumbnailUrl } from './api.js';
+import { labelIssues, outliers } from './curation.js';
 import { $, el, labelName, palette } from './dom.js';
 import { createMap } from './map.js';
 import { resultCard, runSearch, wireUpload } from './search.js';
@@ -23,6 +24,7 @@ const state = {
   item: null,
   selection: [],
   exported: null,
+  curation: null,
 };
 let map;
 let points = { ids: [], labels: [], category: new Float32Array(0), xy: new Float32Array(0), predicted: null, correct: null };
@@ -166,6 +168,26 @@ async function exportAs(format) {
   }
 }
 
+/** Show the label issues or the outliers (the first request fits the heads: seconds) and highlight them on the map. */
+async function showCuration(kind) {
+  const buttons = [$('#find-label-issues'), $('#find-outliers')];
+  buttons.forEach((b) => { b.disabled = true; });
+  status('#curation-status', kind === 'label-issues'
+    ? 'Cross-validating heads on the embeddings (seconds; once per store version)...' : 'Finding the nearest neighbours...');
+  try {
+    const { entries, text } = await (kind === 'label-issues' ? labelIssues(pick) : outliers(pick));
+    state.curation = { kind, ids: entries.map((e) => e.id) };
+    $('#curation').replaceChildren(...entries.map((e) => e.card));
+    status('#curation-status', text);
+    map.highlight(entries.map((e) => indexOf.get(e.id)).filter((i) => i !== undefined));
+  } catch (error) {
+    state.curation = { kind, error: error.message };
+    status('#curation-status', error.message, true);
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
 async function main() {
   const info = await getJson('/api/info');
   state.info = info;
@@ -200,6 +222,8 @@ async function main() {
   $('#lasso').addEventListener('change', (event) => map.setLasso(event.target.checked));
   $('#export-csv').addEventListener('click', () => exportAs('csv'));
   $('#export-json').addEventListener('click', () => exportAs('json'));
+  $('#find-label-issues').addEventListener('click', () => showCuration('label-issues'));
+  $('#find-outliers').addEventListener('click', () => showCuration('outliers'));
   wireUpload({
     zone: $('#search-panel'),
     input: $('#file'),

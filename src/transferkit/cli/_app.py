@@ -16,7 +16,18 @@ __all__ = ["app", "as_flags", "entrypoint", "main"]
 
 def _register_commands() -> None:
     # Importing a command module adds its commands to ``app``.
-    from . import curate_cmds, doctor_cmds, embed_cmds, export_cmds, pipeline_cmds, plot_cmds, serve_cmds, store_cmds, train_cmds  # noqa: F401
+    from . import (  # noqa: F401
+        curate_cmds,
+        doctor_cmds,
+        embed_cmds,
+        export_cmds,
+        label_issues_cmds,
+        pipeline_cmds,
+        plot_cmds,
+        serve_cmds,
+        store_cmds,
+        train_cmds,
+    )
 
 
 def _exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:

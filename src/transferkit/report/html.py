@@ -1,8 +1,8 @@
 """The run report: one self-contained HTML file (every image inline, no external URLs).
 
 Sections, each with a stable ``id`` so tests and links can find them: ``dataset``,
-``strategy``, ``training``, ``metrics``, ``embedding``, ``retrieval``, ``gallery`` and
-``timings``. A section whose data is missing says "not available" instead of failing, so a
+``strategy``, ``training``, ``metrics``, ``embedding``, ``retrieval``, ``gallery``,
+``curation`` and ``timings``. A section whose data is missing says "not available" instead of failing, so a
 partial run still gets a report. All text is HTML-escaped.
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 
 from .._io import write_text_atomic
 from . import sections as _s
+from .curation import curation_section
 
-SECTIONS = ("dataset", "strategy", "training", "metrics", "embedding", "retrieval", "gallery", "timings")
+SECTIONS = ("dataset", "strategy", "training", "metrics", "embedding", "retrieval", "gallery", "curation", "timings")
 _SECTION_TITLES = {
     "dataset": "Dataset",
     "strategy": "Strategy",
@@ -26,6 +27,7 @@ _SECTION_TITLES = {
     "embedding": "Embedding space",
     "retrieval": "Retrieval",
     "gallery": "Search examples",
+    "curation": "Label issues and outliers",
     "timings": "Timings",
 }
 
@@ -80,6 +82,7 @@ def write_report(
     retrieval: Mapping[str, Any] | None,
     gallery: Sequence[Mapping[str, Any]] | None,
     timings: Mapping[str, Any] | None = None,
+    curation: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the run report as one self-contained HTML file.
 
@@ -97,6 +100,7 @@ def write_report(
         gallery: ``[{"query_path", "query_label", "results": [{"path", "label", "score", "correct"}]}]``;
             thumbnails are inlined, the top 5 results shown with a check or cross mark.
         timings: ``{step: seconds}``.
+        curation: ``{"label_issues": ..., "outliers": ...}`` (see :func:`~.curation.curation_section`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -111,6 +115,7 @@ def write_report(
         "embedding": _s.embedding_section(plots),
         "retrieval": _s.retrieval_section(retrieval),
         "gallery": _s.gallery_section(gallery),
+        "curation": curation_section(curation),
         "timings": _s.timings_section(timings),
     }
     nav = "".join(f'<a href="#{sid}">{_s.escape(_SECTION_TITLES[sid])}</a>' for sid in SECTIONS)

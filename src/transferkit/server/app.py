@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import transferkit as tk
 
-from . import routes_map, routes_search, static_files
+from . import routes_curate, routes_map, routes_search, static_files
 from .handlers import install_handlers
 from .security import generate_token, is_local_host, make_guard
 from .state import ServerState
@@ -44,6 +44,7 @@ def create_app(store: Any, *, run: str | os.PathLike | None = None, token: str |
     install_handlers(app)
     app.include_router(routes_map.router)
     app.include_router(routes_search.router)
+    app.include_router(routes_curate.router)
     app.include_router(static_files.make_router())
     return app
 

@@ -91,7 +91,8 @@ def softmax_log_loss(x, y, wb) -> float:
         return float(F.cross_entropy(torch.addmm(wb[1], x, wb[0]), y))
 
 
-def _folds(labels: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
+def stratified_folds(labels: np.ndarray, num_folds: int, seed: int = 0) -> np.ndarray:
+    """The fold of every row: each class's rows shuffled and dealt round-robin, so folds keep the class mix."""
     rng = np.random.default_rng(seed)
     folds = np.empty(len(labels), dtype=np.int64)
     for c in np.unique(labels):
@@ -115,7 +116,7 @@ def choose_l2(x, y, num_classes: int, *, grid=L2_GRID, folds: int = L2_FOLDS, se
     if len(labels) < 2 * folds or np.bincount(labels).max() < folds:
         mid = grid[len(grid) // 2]
         return mid, {}
-    fold_of = _folds(labels, folds, seed)
+    fold_of = stratified_folds(labels, folds, seed)
     losses = {value: 0.0 for value in grid}
     for k in range(folds):
         tr, ho = torch.from_numpy(np.flatnonzero(fold_of != k)), torch.from_numpy(np.flatnonzero(fold_of == k))

@@ -1,0 +1,46 @@
+"""The report's curation section: the likely label errors and the outliers of the run's store, with thumbnails."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .sections import NA, _thumb, escape
+
+#: Images shown per list (the run folder's ``curation.json`` has all of them).
+SHOWN = 8
+
+
+def _cards(items: list[Mapping[str, Any]], line) -> str:
+    cards = "".join(f'<div class="card">{_thumb(i.get("path"))}{line(i)}</div>' for i in items[:SHOWN])
+    return f'<div class="query">{cards}</div>' if cards else '<p class="na">None found.</p>'
+
+
+def curation_section(curation: Mapping[str, Any] | None) -> str:
+    """``curation``: ``{"label_issues": LabelIssueReport.to_dict() or {"error": message},
+    "outliers": OutlierReport.to_dict() or {"error": message}}``."""
+    if not curation:
+        return NA
+    parts = []
+    issues = curation.get("label_issues") or {}
+    parts.append("<h3>Likely label errors</h3>")
+    if "error" in issues:
+        parts.append(f'<p class="na">Not available: {escape(issues["error"])}</p>')
+    elif issues:
+        cv = issues.get("cross_validation", {})
+        parts.append(f"<p>{issues.get('num_issues', 0):,} of {issues.get('num_images', 0):,} images have a label the "
+                     f"{escape(cv.get('folds'))}-fold heads on the embeddings contradict ({issues.get('num_confident', 0):,} "
+                     f"confident; out-of-fold accuracy {float(cv.get('accuracy', 0)):.3f}); most likely first.</p>")
+        parts.append(_cards(issues.get("issues", []), lambda i: (
+            f'#{i["rank"]} <span class="bad">{escape(i["given_label"])}</span> &rarr; '
+            f'<span class="ok">{escape(i["suggested_label"])}</span><br><span class="muted">score {i["score"]:.3f}</span>')))
+    outliers = curation.get("outliers") or {}
+    parts.append("<h3>Outliers: far from everything</h3>")
+    if "error" in outliers:
+        parts.append(f'<p class="na">Not available: {escape(outliers["error"])}</p>')
+    elif outliers:
+        parts.append(f"<p>{outliers.get('num_flagged', 0):,} images with robust z >= {outliers.get('z_threshold')} of the mean "
+                     f"distance to their {outliers.get('k')} nearest neighbours.</p>")
+        parts.append(_cards(outliers.get("outliers", []), lambda o: (
+            f'#{o["rank"]} {escape(o.get("label") or "-")}<br><span class="muted">z {o["z"]:.1f}</span>')))
+    return "\n".join(parts)
