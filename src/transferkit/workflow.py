@@ -183,15 +183,17 @@ def pipeline(
 
 
 def _curation(store, reporter) -> dict[str, Any]:
-    """Label issues and outliers of the run's store for the report (each ``{"error": message}`` where it cannot run,
+    """Duplicates, label issues and outliers of the run's store for the report (each ``{"error": message}`` where it cannot run,
     e.g. a class with fewer images than the folds: a report is still written)."""
+    from .curate.duplicates import find_duplicates
     from .curate.label_issues import find_label_issues
     from .curate.outliers import find_outliers
     from .errors import TransferKitError
 
-    reporter.message("  label issues and outliers of the store")
+    reporter.message("  duplicates, label issues and outliers of the store")
     out: dict[str, Any] = {}
-    for key, find in (("label_issues", find_label_issues), ("outliers", find_outliers)):
+    for key, find in (("duplicates", lambda s, progress: find_duplicates(s)), ("label_issues", find_label_issues),
+                      ("outliers", find_outliers)):
         try:
             out[key] = find(store, progress=reporter).to_dict()
         except TransferKitError as exc:

@@ -183,3 +183,16 @@ def test_curation_section_lists_issues_and_says_why_a_part_is_missing(tmp_path):
     assert '#1 <span class="bad">cat</span> &rarr; <span class="ok">dog</span>' in html and "score 0.930" in html
     assert "Not available: Finding outliers needs at least two images" in html
     assert curation_section(None) == '<p class="na">Not available.</p>'
+    assert "Duplicates" not in html  # a curation.json from before duplicates were in it
+
+
+def test_curation_section_shows_duplicate_groups_with_the_kept_image(tmp_path):
+    from transferkit.report.curation import curation_section
+
+    group = {"keep": "a", "ids": ["a", "b", "c"], "paths": [str(tmp_path / "a.jpg"), "b.jpg", "c.jpg"], "kind": "near",
+             "min_similarity": 0.912}
+    html = curation_section({"duplicates": {"num_groups": 1, "num_images": 50, "num_exact_pairs": 0, "num_near_pairs": 2,
+                                            "num_removable": 2, "groups": [group]}})
+    assert "1 groups of copies among 50 images (0 exact pairs, 2 near pairs confirmed by the pixels); 2 could be" in html
+    assert html.count('class="card"') == 1 and "3 near copies" in html and "min cosine 0.912" in html
+    assert "Not available: no store" in curation_section({"duplicates": {"error": "no store"}})

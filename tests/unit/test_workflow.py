@@ -114,4 +114,9 @@ def test_the_store_gets_label_issues_and_outliers_in_the_report(result):
     html = result.report_path.read_text(encoding="utf-8")
     section = html.split('id="curation"')[1].split("</section>")[0]
     assert "Likely label errors" in section and "of 48 images have a label the 5-fold heads" in section
-    assert section.count('class="card"') == min(issues["num_issues"], 8) + 8
+    dups = curation["duplicates"]
+    assert dups["num_images"] == 48 and dups["num_groups"] == len(dups["groups"])
+    # every member of a group is a copy of its kept image: same class (the colours differ between classes)
+    assert all(len({p.split("/")[-2] for p in g["paths"]}) == 1 for g in dups["groups"])
+    assert "groups of copies among 48 images" in section
+    assert section.count('class="card"') == min(issues["num_issues"], 8) + 8 + min(dups["num_groups"], 8)

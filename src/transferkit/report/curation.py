@@ -1,4 +1,4 @@
-"""The report's curation section: the likely label errors and the outliers of the run's store, with thumbnails."""
+"""The report's curation section: the duplicates, likely label errors and outliers of the run's store, with thumbnails."""
 
 from __future__ import annotations
 
@@ -17,11 +17,24 @@ def _cards(items: list[Mapping[str, Any]], line) -> str:
 
 
 def curation_section(curation: Mapping[str, Any] | None) -> str:
-    """``curation``: ``{"label_issues": LabelIssueReport.to_dict() or {"error": message},
+    """``curation``: ``{"duplicates": DuplicateReport.to_dict(), "label_issues": LabelIssueReport.to_dict() or {"error": message},
     "outliers": OutlierReport.to_dict() or {"error": message}}``."""
     if not curation:
         return NA
     parts = []
+    dups = curation.get("duplicates") or {}
+    if dups:
+        parts.append("<h3>Duplicates</h3>")
+    if "error" in dups:
+        parts.append(f'<p class="na">Not available: {escape(dups["error"])}</p>')
+    elif dups:
+        parts.append(f"<p>{dups.get('num_groups', 0):,} groups of copies among {dups.get('num_images', 0):,} images "
+                     f"({dups.get('num_exact_pairs', 0):,} exact pairs, {dups.get('num_near_pairs', 0):,} near pairs "
+                     f"confirmed by the pixels); {dups.get('num_removable', 0):,} could be removed, keeping the image "
+                     f"shown. <code>transferkit duplicates</code> writes the page of every group.</p>")
+        groups = [{"path": g["paths"][0], **g} for g in dups.get("groups", [])]
+        parts.append(_cards(groups, lambda g: (
+            f'{len(g["ids"])} {escape(g["kind"])} copies<br><span class="muted">min cosine {g["min_similarity"]:.3f}</span>')))
     issues = curation.get("label_issues") or {}
     parts.append("<h3>Likely label errors</h3>")
     if "error" in issues:
