@@ -53,7 +53,7 @@ def _tour_commands() -> list[tuple[list[str], int]]:
                 m = re.match(r"\(exit (\d+)\)", nxt)
                 if m:
                     expected = int(m.group(1))
-            cmds.append((shlex.split(command)[1:], expected))
+            cmds.append((shlex.split(command, comments=True)[1:], expected))  # "# ..." is a note for people
     return cmds
 
 
