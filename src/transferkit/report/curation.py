@@ -21,39 +21,43 @@ def curation_section(curation: Mapping[str, Any] | None) -> str:
     "outliers": OutlierReport.to_dict() or {"error": message}}``."""
     if not curation:
         return NA
-    parts = []
-    dups = curation.get("duplicates") or {}
-    if dups:
-        parts.append("<h3>Duplicates</h3>")
-    if "error" in dups:
-        parts.append(f'<p class="na">Not available: {escape(dups["error"])}</p>')
-    elif dups:
-        parts.append(f"<p>{dups.get('num_groups', 0):,} groups of copies among {dups.get('num_images', 0):,} images "
-                     f"({dups.get('num_exact_pairs', 0):,} exact pairs, {dups.get('num_near_pairs', 0):,} near pairs "
-                     f"confirmed by the pixels); {dups.get('num_removable', 0):,} could be removed, keeping the image "
-                     f"shown. <code>transferkit duplicates</code> writes the page of every group.</p>")
-        groups = [{"path": g["paths"][0], **g} for g in dups.get("groups", [])]
-        parts.append(_cards(groups, lambda g: (
-            f'{len(g["ids"])} {escape(g["kind"])} copies<br><span class="muted">min cosine {g["min_similarity"]:.3f}</span>')))
-    issues = curation.get("label_issues") or {}
-    parts.append("<h3>Likely label errors</h3>")
-    if "error" in issues:
-        parts.append(f'<p class="na">Not available: {escape(issues["error"])}</p>')
-    elif issues:
-        cv = issues.get("cross_validation", {})
-        parts.append(f"<p>{issues.get('num_issues', 0):,} of {issues.get('num_images', 0):,} images have a label the "
-                     f"{escape(cv.get('folds'))}-fold heads on the embeddings contradict ({issues.get('num_confident', 0):,} "
-                     f"confident; out-of-fold accuracy {float(cv.get('accuracy', 0)):.3f}); most likely first.</p>")
-        parts.append(_cards(issues.get("issues", []), lambda i: (
-            f'#{i["rank"]} <span class="bad">{escape(i["given_label"])}</span> &rarr; '
-            f'<span class="ok">{escape(i["suggested_label"])}</span><br><span class="muted">score {i["score"]:.3f}</span>')))
-    outliers = curation.get("outliers") or {}
-    parts.append("<h3>Outliers: far from everything</h3>")
-    if "error" in outliers:
-        parts.append(f'<p class="na">Not available: {escape(outliers["error"])}</p>')
-    elif outliers:
-        parts.append(f"<p>{outliers.get('num_flagged', 0):,} images with robust z >= {outliers.get('z_threshold')} of the mean "
-                     f"distance to their {outliers.get('k')} nearest neighbours.</p>")
-        parts.append(_cards(outliers.get("outliers", []), lambda o: (
-            f'#{o["rank"]} {escape(o.get("label") or "-")}<br><span class="muted">z {o["z"]:.1f}</span>')))
+    parts: list[str] = []
+    for title, key, render, always in (("Duplicates", "duplicates", _duplicates, False),
+                                       ("Likely label errors", "label_issues", _label_issues, True),
+                                       ("Outliers: far from everything", "outliers", _outliers, True)):
+        data = curation.get(key) or {}
+        if data or always:  # a curation.json written before duplicates were in it has no such part
+            parts.append(f"<h3>{title}</h3>")
+        if "error" in data:
+            parts.append(f'<p class="na">Not available: {escape(data["error"])}</p>')
+        elif data:
+            parts.extend(render(data))
     return "\n".join(parts)
+
+
+def _duplicates(dups: Mapping[str, Any]) -> list[str]:
+    groups = [{"path": g["paths"][0], **g} for g in dups.get("groups", [])]
+    return [f"<p>{dups.get('num_groups', 0):,} groups of copies among {dups.get('num_images', 0):,} images "
+            f"({dups.get('num_exact_pairs', 0):,} exact pairs, {dups.get('num_near_pairs', 0):,} near pairs "
+            f"confirmed by the pixels); {dups.get('num_removable', 0):,} could be removed, keeping the image "
+            f"shown. <code>transferkit duplicates</code> writes the page of every group.</p>",
+            _cards(groups, lambda g: (f'{len(g["ids"])} {escape(g["kind"])} copies<br>'
+                                      f'<span class="muted">min cosine {g["min_similarity"]:.3f}</span>'))]
+
+
+
+def _label_issues(issues: Mapping[str, Any]) -> list[str]:
+    cv = issues.get("cross_validation", {})
+    return [f"<p>{issues.get('num_issues', 0):,} of {issues.get('num_images', 0):,} images have a label the "
+            f"{escape(cv.get('folds'))}-fold heads on the embeddings contradict ({issues.get('num_confident', 0):,} "
+            f"confident; out-of-fold accuracy {float(cv.get('accuracy', 0)):.3f}); most likely first.</p>",
+            _cards(issues.get("issues", []), lambda i: (
+                f'#{i["rank"]} <span class="bad">{escape(i["given_label"])}</span> &rarr; '
+                f'<span class="ok">{escape(i["suggested_label"])}</span><br><span class="muted">score {i["score"]:.3f}</span>'))]
+
+
+def _outliers(outliers: Mapping[str, Any]) -> list[str]:
+    return [f"<p>{outliers.get('num_flagged', 0):,} images with robust z >= {outliers.get('z_threshold')} of the mean "
+            f"distance to their {outliers.get('k')} nearest neighbours.</p>",
+            _cards(outliers.get("outliers", []), lambda o: (
+                f'#{o["rank"]} {escape(o.get("label") or "-")}<br><span class="muted">z {o["z"]:.1f}</span>'))]
