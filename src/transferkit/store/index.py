@@ -84,6 +84,11 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
 
 
+def check_target_recall(target_recall: float) -> None:
+    if not 0.0 < target_recall <= 1.0:
+        raise ConfigError(f"`target_recall` must be in (0, 1]; got {target_recall!r}.")
+
+
 def describe_index(info: dict[str, Any]) -> str:
     """One line for people: kind, size, tuned parameter, measured recall, build and query time."""
     name = {"faiss-ivf-flat-ip": "IVF-Flat", "faiss-hnsw-ip": "HNSW"}.get(info["kind"], "")
@@ -120,8 +125,7 @@ def build_index(store: Any, *, kind: str = "auto", target_recall: float = 0.95, 
     if kind not in INDEX_KINDS:
         raise ConfigError(f"`kind` of the index must be one of {', '.join(INDEX_KINDS)}; got {kind!r}.")
     if kind == "ivfpq" or (kind == "auto" and n * store.dim * 4 >= streamed.STREAMED_MIN_BYTES):
-        if not 0.0 < target_recall <= 1.0:
-            raise ConfigError(f"`target_recall` must be in (0, 1]; got {target_recall!r}.")
+        check_target_recall(target_recall)
         version = store.version
         with reporter.task("index", total=n, description="Building the streamed IVF-PQ index", unit="vec") as task:
             index, info = streamed.build_streamed(store, target_recall=target_recall, num_queries=num_queries, seed=seed,
@@ -178,8 +182,7 @@ def build_ann_index(x: np.ndarray, *, kind: str = "auto", target_recall: float =
     if kind not in INDEX_KINDS or kind == "ivfpq":
         raise ConfigError(f"`kind` of an in-memory index must be auto, hnsw or ivf; got {kind!r} "
                           "(the streamed IVF-PQ is built from a store: `build_index(store, kind='ivfpq')`).")
-    if not 0.0 < target_recall <= 1.0:
-        raise ConfigError(f"`target_recall` must be in (0, 1]; got {target_recall!r}.")
+    check_target_recall(target_recall)
     faiss = _faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, dim = x.shape
