@@ -16,7 +16,7 @@ import transferkit as tk
 from transferkit.distributed import ray_embed
 from transferkit.distributed.ray_stages import EmbedActor
 
-from .conftest import SAMPLE, assert_same_store, by_id
+from .conftest import SAMPLE, assert_same_search_eval, assert_same_store, by_id
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def test_ray_store_is_the_local_store_on_the_sample(ray_cluster, tmp_path):
     ray_report, local_report, ray_store, local_store = _embed_both(SAMPLE, tmp_path, "efficientnet_lite0")
     assert ray_report.added == local_report.added == 160 and not ray_report.skipped
     assert_same_store(ray_store, local_store)
-    assert tk.search_eval(ray_store) == tk.search_eval(local_store)
+    assert_same_search_eval(ray_store, local_store)
     assert ray_store.meta["engine"] == "ray" and local_store.meta["engine"] == "local"
     assert ray_store.meta["inference"] == local_store.meta["inference"]  # {backend, precision}, as the local engine records
     # the reverse direction: either engine finds the other's store up to date
@@ -57,7 +57,7 @@ def test_ray_store_is_the_local_store_on_a_shared_dataset(ray_cluster, hymenopte
     assert ray_report.added == local_report.added == len(local_store) > 300
     assert len(ray_store.table.to_lance().get_fragments()) >= 3  # several workers' fragments, one commit
     assert_same_store(ray_store, local_store)
-    assert tk.search_eval(ray_store) == tk.search_eval(local_store)
+    assert_same_search_eval(ray_store, local_store)
 
 
 def _edit(data: Path) -> dict[str, Path]:
