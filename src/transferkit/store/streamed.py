@@ -30,6 +30,9 @@ KIND = "faiss-ivf-pq-ip-streamed"
 CHUNK_ROWS = 65_536
 #: A search re-ranks this many index candidates per requested result (at least 100).
 RERANK_FACTOR = 10
+#: Beam of the HNSW coarse quantizer (its default, 16, misassigns vectors: 400k x 512 clustered, recall@10 after
+#: re-ranking 0.953 at any nprobe against 0.995 at 128; BENCHMARKS.md "streamed IVF-PQ").
+QUANTIZER_EF = 128
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 META_COLUMNS = ["id", "path", "relpath", "label", "split"]
 
@@ -54,7 +57,7 @@ class StreamedIndex:
         ``rows`` maps a row id to its ``columns`` (default: id, path, relpath, label, split); ``-1``
         pads a query with fewer than ``k`` candidates.
         """
-        _faiss().extract_index_ivf(self.index).nprobe = int(self.info["nprobe"])
+        set_nprobe(self.index, int(self.info["nprobe"]))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         want = max(k * int(self.info.get("rerank", RERANK_FACTOR)), 100)
         _, cand = self.index.search(queries, min(want, self.index.ntotal))
@@ -71,6 +74,16 @@ class StreamedIndex:
         else:
             ids, scores, rows = self.search_store(store, q[None, :], want)
         return [(float(s), rows[int(i)]) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) in rows]
+
+
+def set_nprobe(index, nprobe: int) -> None:
+    """Probe ``nprobe`` lists, and let an HNSW coarse quantizer search at least that wide a beam."""
+    faiss = _faiss()
+    ivf = faiss.extract_index_ivf(index)
+    ivf.nprobe = nprobe
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if hasattr(quantizer, "hnsw"):
+        quantizer.hnsw.efSearch = max(QUANTIZER_EF, nprobe)
 
 
 @table_errors("read")
@@ -114,13 +127,22 @@ def rerank(store: Any, queries: np.ndarray, cand: np.ndarray, k: int, *, columns
 @table_errors("read")
 def stream_vectors(store: Any, *, chunk_rows: int | None = None, where: str | None = None):
     """Yield ``(row_ids int64, vectors float32)`` chunks of the table (optionally filtered), never all of it."""
-    q = store.table.search().select(["vector"]).with_row_id(True)
-    if where:
-        q = q.where(where)
-    for batch in q.limit(max(len(store), 1)).to_batches(chunk_rows or CHUNK_ROWS):
+    for batch in _batches(store, chunk_rows or CHUNK_ROWS, where):
         if batch.num_rows:
             yield (batch.column("_rowid").to_numpy().astype(np.int64),
                    matrix(batch.column("vector"), store.dim))
+
+
+def _batches(store: Any, chunk_rows: int, where: str | None):
+    try:
+        import lance  # noqa: F401  (pylance: the `[ray]` extra)
+    except ImportError:
+        q = store.table.search().select(["vector"]).with_row_id(True)
+        return (q.where(where) if where else q).limit(max(len(store), 1)).to_batches(chunk_rows)
+    # pylance reads one fragment at a time: a scan's peak is then about one fragment (a 400k x 512 store: 0.8 GiB
+    # against 1.1 GiB through LanceDB's query, whose read-ahead grows with the table)
+    return store.table.to_lance().scanner(columns=["vector"], with_row_id=True, filter=where or None,
+                                          batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1).to_batches()
 
 
 def streamed_topk(store: Any, queries: np.ndarray, k: int, *, where: str | None = None,
@@ -186,6 +208,7 @@ def build_streamed(store: Any, *, target_recall: float = 0.95, num_queries: int 
     _, train = sample_rows(store, n, max(40 * nlist, 40 * 2**nbits), rng)
     index.train(train)
     del train
+    set_nprobe(index, 1)  # the assignment of added vectors searches the quantizer at QUANTIZER_EF
     train_s = time.perf_counter() - t0
     for ids, x in stream_vectors(store):
         index.add_with_ids(x, ids)
