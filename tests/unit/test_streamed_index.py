@@ -125,3 +125,18 @@ def test_streamed_index_errors(tmp_path):
         build_index(store, kind="ivfpq", quiet=True)
     with pytest.raises(ConfigError, match="built from a store"):
         build_ann_index(_clustered(100), kind="ivfpq")
+
+
+def test_an_hnsw_coarse_quantizer_searches_a_beam_at_least_nprobe_wide():
+    """Its default beam (16) misassigned vectors: recall@10 stuck at 0.91 at any nprobe (400k x 512, BENCHMARKS.md)."""
+    from transferkit.store._faiss import load
+
+    faiss = load()
+    quantizer = faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFPQ(quantizer, DIM, 64, 4, 4, faiss.METRIC_INNER_PRODUCT)
+    index.train(_clustered(64 * 40))
+    streamed.set_nprobe(index, 1)
+    hnsw = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw
+    assert (faiss.extract_index_ivf(index).nprobe, hnsw.efSearch) == (1, streamed.QUANTIZER_EF)
+    streamed.set_nprobe(index, 512)
+    assert hnsw.efSearch == 512
