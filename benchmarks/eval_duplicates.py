@@ -240,7 +240,7 @@ def main() -> None:
     print("   (the last row's pix_p5 column is its 95th percentile: the negatives' high end)")
 
     print(f"\n3. The rule (cosine >= floor and pixels >= p), chosen on {args.choose_on}, checked on the others")
-    floors, pix_grid = np.round(np.arange(0.70, 0.901, 0.05), 3), np.round(np.arange(0.80, 0.981, 0.02), 3)
+    floors, pix_grid = np.round(np.arange(0.70, 0.901, 0.05), 3), np.round(np.arange(0.80, 0.981, 0.01), 3)
     per_ds_rule = {}
     for ds in datasets:
         mp, mn = (pos_ds == ds) & target, neg_ds == ds
@@ -265,7 +265,7 @@ def main() -> None:
     rule_rows = []
     for ds, rows_ in per_ds_rule.items():
         for r in rows_:
-            if r["floor"] == args.floor and r["pixel"] in (0.84, 0.86, 0.88, 0.9, 0.92, 0.94, 0.96):
+            if r["floor"] == args.floor and r["pixel"] in (0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96):
                 rule_rows.append({"dataset": ds, **r})
     print(table(rule_rows, list(rule_rows[0])))
 

@@ -7,7 +7,7 @@ import pytest
 from duplicate_edits import TARGET_EDITS, make_copy
 from PIL import Image
 
-from transferkit.curate.duplicates import group_duplicates
+from transferkit.curate.duplicates import PIXEL_THRESHOLD, group_duplicates
 from transferkit.curate.pixels import pixel_signature, pixel_similarity
 
 
@@ -41,7 +41,7 @@ def test_every_edit_scores_above_the_threshold_and_other_pictures_below(injected
     sigs = [pixel_signature(r["path"]) for r in rows]
     scores = np.asarray([[pixel_similarity(a, b) for b in sigs] for a in sigs])
     same = source[:, None] == source[None, :]
-    assert scores[same].min() >= 0.92 and scores[~same].max() < 0.8
+    assert scores[same].min() >= PIXEL_THRESHOLD and scores[~same].max() < 0.8
 
 
 def test_groups_have_recall_and_precision_one_when_cosine_cannot_tell(injected):
@@ -58,3 +58,18 @@ def test_groups_have_recall_and_precision_one_when_cosine_cannot_tell(injected):
     assert all(len({source[int(i[1])] for i in g}) == 1 for g in groups)
     assert {g.keep for g in report.groups} == {f"o{i}" for i in range(8)}  # the original is the largest copy
     assert report.extra["pixel_read"] == len(rows) and report.extra["pixel_unreadable"] == 0
+
+
+def test_the_checker_keeps_few_prepared_rows_and_scores_the_same(injected, monkeypatch):
+    from transferkit.curate import pixels
+
+    rows, _ = injected
+    paths = [r["path"] for r in rows[:8]]
+    pairs = [(i, j) for i in range(8) for j in range(8) if i != j]
+    full = pixels.PixelChecker(paths)
+    want = [full.similarity(i, j) for i, j in pairs]
+    monkeypatch.setattr(pixels, "PREPARED_ROWS", 2)
+    small = pixels.PixelChecker(paths)
+    got = [small.similarity(i, j) for i, j in pairs]
+    assert got == want and len(small._prepared) == 2
+    assert small.num_read == 8  # the thumbnails themselves are read once and kept
