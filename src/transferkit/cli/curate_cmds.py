@@ -18,7 +18,7 @@ def duplicates(
     accept: float | None = typer.Option(None, "--accept-threshold", help="Cosine that confirms a candidate whose image "
                                         "file cannot be read for the pixel check (default 0.95)."),
     pixel: float | None = typer.Option(None, "--pixel-threshold", help="Thumbnail correlation that confirms a candidate "
-                                       "(default 0.92)."),
+                                       "(default 0.94, measured: see BENCHMARKS.md)."),
     split: str | None = typer.Option(None, "--split", help="Only images of this split."),
     json_out: bool = typer.Option(False, "--json", help="Print the groups as JSON."),
     out: Path | None = typer.Option(None, "--out", help="Write an HTML page of the groups with thumbnails (works offline)."),
