@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON text every transferkit file uses (paths and numpy values converted)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def _json_default(o: Any):
@@ -107,9 +113,15 @@ def torch_load_tensors(path: str | os.PathLike, *, remedy: str):
 
 def read_json_object(path: str | os.PathLike, *, error: type[Exception], what: str, remedy: str) -> dict[str, Any]:
     """Read a JSON file that must hold an object; any failure raises ``error`` naming ``what`` and the ``remedy``."""
-    path = Path(path)
+    return parse_json_object(lambda: Path(path).read_text(encoding="utf-8"), str(path), error=error, what=what, remedy=remedy)
+
+
+def parse_json_object(read: Callable[[], str], where: str, *, error: type[Exception], what: str,
+                      remedy: str) -> dict[str, Any]:
+    """The JSON object that ``read()`` returns the text of; any failure raises ``error`` naming ``where``."""
+    path = where
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(read())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"Corrupt {what} {path}: {exc}. {remedy}") from None
     if not isinstance(obj, dict):

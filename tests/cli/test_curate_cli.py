@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from transferkit.cli import main
+from transferkit.curate.duplicates import PIXEL_THRESHOLD
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_duplicates_json_groups_the_exact_copy(dup_store, capsys):
     assert main(["duplicates", str(dup_store), "--threshold", "0.999999", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_images"] == 5 and report["num_groups"] == 1 and report["num_removable"] == 1
-    assert report["candidates_by"] == "exact" and report["pixel_threshold"] == 0.92 and report["accept_threshold"] == 0.999999
+    assert report["candidates_by"] == "exact" and report["pixel_threshold"] == PIXEL_THRESHOLD and report["accept_threshold"] == 0.999999
     group = report["groups"][0]
     assert group["kind"] == "exact"
     assert group["paths"][0].endswith("0.png") and group["paths"][1].endswith("copy_of_0.png")  # shorter path kept

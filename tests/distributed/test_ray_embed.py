@@ -150,3 +150,15 @@ def test_cli_embed_on_ray(ray_cluster, tmp_path, capsys):
     assert report["added"] == report["num_rows"] == 160 and report["inference"]["backend"] in ("torch", "openvino")
     assert main(["embed", str(SAMPLE), "--model", "tiny_cnn", "--store", str(tmp_path / "t"), "--workers", "3"]) == 2
     assert "--engine ray" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_writes_a_store_addressed_by_uri(ray_cluster, tmp_path):
+    """The fragments, the commit and the metadata all follow the URI (object storage in production, file:// here)."""
+    uri = f"file://{tmp_path}/ray-uri"
+    report = tk.embed_folder_ray(tk.Extractor.from_backbone("tiny_cnn"), SAMPLE, uri, num_workers=2, batch_size=32, quiet=True)
+    assert report.added == 160 and report.store == uri
+    local = tk.embed_folder(tk.Extractor.from_backbone("tiny_cnn"), SAMPLE, tmp_path / "local", batch_size=32, quiet=True)
+    assert local.added == 160
+    assert (tmp_path / "ray-uri" / "embeddings.lance").is_dir()
+    assert_same_store(tk.EmbeddingStore.open(uri), tk.EmbeddingStore.open(tmp_path / "local"))

@@ -12,7 +12,7 @@ from ._root import app
 
 @app.command()
 def duplicates(
-    store: Path = typer.Argument(..., help="Embedding store folder."),
+    store: str = typer.Argument(..., help="Embedding store folder, or its URI (s3://BUCKET/PATH, ...)."),
     threshold: float | None = typer.Option(None, "--threshold", help="Embedding cosine at or above which two images are "
                                            "near-duplicate candidates (default 0.75, measured: see BENCHMARKS.md)."),
     accept: float | None = typer.Option(None, "--accept-threshold", help="Cosine that confirms a candidate whose image "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from ._common import console, print_json, setup_logging
@@ -13,7 +11,7 @@ from ._root import app
 @app.command()
 def embed(
     paths: list[str] = typer.Argument(..., metavar="[RUN] DATA", help="Optional trained run folder, then the image folder."),
-    store: Path = typer.Option(..., "--store", help="Embedding store folder (created if missing)."),
+    store: str = typer.Option(..., "--store", help="Embedding store folder, or a URI Lance reads (s3://BUCKET/PATH, gs://, az://); created if missing."),
     model: str | None = typer.Option(None, "--model", help="Backbone name (instead of RUN), e.g. efficientnet_lite0; or an exported model, onnx:FILE.onnx or openvino:FILE.xml."),
     weights: str = typer.Option("default", "--weights", help="With --model: default, none, or a weights FILE."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),

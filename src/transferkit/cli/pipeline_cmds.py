@@ -14,7 +14,7 @@ from ._root import app
 def _summary(result) -> dict:
     m = result.run.metrics
     return {
-        "run": str(result.run.path), "report": str(result.report_path), "store": str(result.store.path),
+        "run": str(result.run.path), "report": str(result.report_path), "store": result.store.uri,
         "strategy": result.run.strategy, "val_accuracy": m.get("val_accuracy"),
         "p_at_1": result.retrieval.get("p_at_1"), "p_at_5": result.retrieval.get("p_at_5"),
         "map_at_10": result.retrieval.get("map_at_10"), "index_recall_at_10": result.index.get("recall_at_10"),

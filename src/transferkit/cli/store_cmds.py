@@ -12,7 +12,7 @@ from ._root import app
 
 @app.command()
 def search(
-    store: Path = typer.Argument(..., help="Embedding store folder."),
+    store: str = typer.Argument(..., help="Embedding store folder, or its URI (s3://BUCKET/PATH, ...)."),
     query: Path | None = typer.Argument(None, help="Query image (embedded with the store's model)."),
     id: str | None = typer.Option(None, "--id", help="Use the stored embedding with this id as the query (excluded from results)."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Number of results."),
@@ -41,7 +41,7 @@ def search(
 
 @app.command()
 def index(
-    store: Path = typer.Argument(..., help="Embedding store folder."),
+    store: str = typer.Argument(..., help="Embedding store folder, or its URI (s3://BUCKET/PATH, ...)."),
     kind: str = typer.Option("auto", "--kind", help="auto (HNSW below 100k vectors, IVF-Flat above, streamed IVF-PQ once the vectors pass 4 GiB) | hnsw | ivf | ivfpq"),
     target_recall: float = typer.Option(0.95, "--target-recall", help="Tune the search parameter to reach this recall@10."),
     json_out: bool = typer.Option(False, "--json", help="Print the index info as JSON."),
@@ -64,7 +64,7 @@ def index(
 
 @app.command("search-eval")
 def search_eval_cmd(
-    store: Path = typer.Argument(..., help="Embedding store folder."),
+    store: str = typer.Argument(..., help="Embedding store folder, or its URI (s3://BUCKET/PATH, ...)."),
     k: str = typer.Option("1,5,10", "--k", help="Comma-separated cut-offs, e.g. 1,5,10."),
     split: str | None = typer.Option(None, "--split", help="Evaluate only this split."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),

@@ -172,7 +172,7 @@ def label_issues_of_rows(rows: StoreRows, *, folds: int = DEFAULT_FOLDS, l2: flo
     """:func:`find_label_issues` on rows already loaded (their ``labels`` as given; ``""`` = unlabelled)."""
     t0 = time.perf_counter() if started is None else started
     reporter = reporter or Reporter(None)
-    where = rows.store.path
+    where = rows.store.uri
     labelled = np.flatnonzero(rows.labels != "")
     if labelled.size == 0:
         raise DataError(f"None of the {len(rows):,} images in {where} has a label, so no label can be checked. "

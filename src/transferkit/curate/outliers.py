@@ -230,7 +230,7 @@ def outliers_of_rows(rows: StoreRows, *, k: int = 10, top: int = 100, z_threshol
     reporter = reporter or Reporter(None)
     n = len(rows)
     if n < 2:
-        raise DataError(f"Finding outliers needs at least two images; {rows.store.path} has {n}. Add images.")
+        raise DataError(f"Finding outliers needs at least two images; {rows.store.uri} has {n}. Add images.")
     nb = nearest_neighbours(rows.vectors, k, exact=exact, store=rows.store if use_store_index else None, row_ids=rows.ids,
                             reporter=reporter)
     k = nb.indices.shape[1]
@@ -248,7 +248,7 @@ def outliers_of_rows(rows: StoreRows, *, k: int = 10, top: int = 100, z_threshol
     class_outliers, num_class_flagged = _class_outliers(rows, labels, nb, top, z_threshold)
     info = {"method": nb.method, **({"recall_at_10": nb.info.get("recall_at_10"), "kind": nb.info.get("kind")} if nb.info else {})}
     report = OutlierReport(outliers, class_outliers, n, k, float(z_threshold), int(np.sum(z >= z_threshold)), num_class_flagged,
-                           info, str(rows.store.path), rows.model, rows.embedded, time.perf_counter() - t0, scores, rows.ids)
+                           info, rows.store.uri, rows.model, rows.embedded, time.perf_counter() - t0, scores, rows.ids)
     reporter.message(f"{report.num_flagged:,} images far from everything and {num_class_flagged:,} far from their class "
                      f"(z >= {z_threshold:g}) among {n:,}; {nb.method} neighbours, k = {k}; {report.seconds:.1f}s",
                      num_flagged=report.num_flagged, num_class_flagged=num_class_flagged, seconds=report.seconds)

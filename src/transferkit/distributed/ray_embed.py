@@ -145,9 +145,9 @@ def _agreed_inference(infos: set[str], recorded: dict[str, Any] | None, store) -
     if any(not same_vectors(used, inference_record(d)) for d in decided[1:]):  # e.g. one actor's bf16 check failed
         records = sorted({json.dumps(inference_record(d), sort_keys=True) for d in decided})
         raise ModelMismatchError(f"The Ray workers embedded with different backends or precisions ({', '.join(records)}), "
-                                 f"so nothing was committed to {store.path}. Set `backend` and `precision` explicitly.")
+                                 f"so nothing was committed to {store.uri}. Set `backend` and `precision` explicitly.")
     if recorded and not same_vectors(recorded, used):
-        raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} {recorded['precision']}, "
+        raise ModelMismatchError(f"Store {store.uri} holds embeddings made with {recorded['backend']} {recorded['precision']}, "
                                  f"but the Ray workers used {used['backend']} {used['precision']}. Embed into a new store.")
     return decided[0]
 
@@ -216,10 +216,10 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
                                                                         progress=progress, quiet=quiet)
     # the workers' device follows the resources they are given, not the driver's machine
     recipe = {**extractor.recipe, "device": "cuda" if gpus_per_worker else "cpu"}
-    report = EmbedReport(store=str(store.path))
+    report = EmbedReport(store=store.uri)
     lance = import_lance()
     store.table  # noqa: B018 - a new store's (empty) table, for the workers' fragments to belong to
-    uri = table_uri(str(store.path))
+    uri = table_uri(store.uri)
     dataset = lance.dataset(uri)
     read_version, storage_version = int(dataset.version), dataset.data_storage_version
     # the plan reads the version the job commits on top of: a concurrent writer makes the commit conflict, not mix
@@ -263,7 +263,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     if fragments or delete_ids:
         reporter.message("Committing the Ray job", stage="commit", fragments=len(fragments), deletes=len(delete_ids))
         commit_job(uri, read_version=read_version, fragments=fragments, delete_ids=delete_ids)
-        store = EmbeddingStore.open(store.path)  # the open table still reads the version before the commit
+        store = EmbeddingStore.open(store.uri)  # the open table still reads the version before the commit
     report.added = sum(1 for i in embedded if not plan.is_update(i))
     report.updated = len(embedded) - report.added
     report.removed = len(plan.stale)

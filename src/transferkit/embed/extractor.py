@@ -227,10 +227,10 @@ class Extractor:
         """
         source = store.meta.get("source") or {}
         if not (source.get("run") or source.get("backbone")):
-            raise StoreError(f"The store {store.path} records no model that can be rebuilt, so it cannot embed a query image. "
+            raise StoreError(f"The store {store.uri} records no model that can be rebuilt, so it cannot embed a query image. "
                              f"Query it by `vector` or `id`, or pass the `extractor` that made its vectors.")
         if source.get("backbone") and source.get("weights") == "none":  # a new random init is another model
-            raise StoreError(f"The store {store.path} was embedded with randomly initialised weights (`weights` 'none'), "
+            raise StoreError(f"The store {store.uri} was embedded with randomly initialised weights (`weights` 'none'), "
                              f"which cannot be rebuilt, so it cannot embed a query image. Query it by `vector` or `id`, "
                              f"or pass the `extractor` that made its vectors.")
         inference = store.meta.get("inference") or {}

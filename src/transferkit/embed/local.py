@@ -81,7 +81,7 @@ def start_job(extractor: Extractor, data: str | os.PathLike, store_path: str | o
                                           extra={"data_root": data_root})
     recorded = store.meta.get("inference")
     if recorded:
-        extractor.pin(recorded, where=f"Store {store.path}")
+        extractor.pin(recorded, where=f"Store {store.uri}")
     return settings, reporter, entries, data_root, store, recorded
 
 
@@ -122,7 +122,7 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
                                                                         progress=progress, quiet=quiet)
     if store.meta.get("data_root") != data_root:
         store.update_meta(data_root=data_root)
-    report = EmbedReport(store=str(store.path))
+    report = EmbedReport(store=store.uri)
     # A store created just now has no rows, and reading them would import LanceDB and open the table (0.5-1.0 s)
     # before the first image; its table is made by the first commit, while the model runs.
     existing = {} if store.is_new else {r["id"]: r for r in store.rows(columns=list(PLAN_COLUMNS))}
@@ -148,7 +148,7 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
             store.update_meta(inference=recorded, engine="local")  # which engine made the first vectors (or "ray")
         elif rows and not same_vectors(recorded, inference_record(extractor.inference_info)):
             used = inference_record(extractor.inference_info)
-            raise ModelMismatchError(f"Store {store.path} holds embeddings made with {recorded['backend']} "
+            raise ModelMismatchError(f"Store {store.uri} holds embeddings made with {recorded['backend']} "
                                      f"{recorded['precision']}, but this run fell back to {used['backend']} "
                                      f"{used['precision']}. Embed into a new store.")
         writer.submit(list(rows), list(bad_ids))  # waits for the previous commit first (raising its error)

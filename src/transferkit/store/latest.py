@@ -18,7 +18,7 @@ class _Probe:
     """Gives :func:`table_errors` the ``path`` it names in messages."""
 
     def __init__(self, store: EmbeddingStore):
-        self.path = store.path
+        self.path = store.uri
         self.store = store
 
     @table_errors("read")
@@ -49,4 +49,4 @@ def refresh_store(store: EmbeddingStore) -> EmbeddingStore:
     """
     if latest_version(store) == store.version:
         return store
-    return EmbeddingStore.open(store.path)
+    return EmbeddingStore.open(store.uri)

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from .._io import read_json_object, write_json_atomic
+from .._io import json_text, parse_json_object
 from ..errors import CorruptStoreError, ModelMismatchError, StoreError
 from . import _lance
 from ._lance import COLUMNS, TABLE_NAME, sql_quote, table_errors, where_clause
 from .batching import QueryBatcher
 from .index import load_index
+from .location import StoreLocation
 from .search import normalize, search_vectors
 
 __all__ = ["COLUMNS", "IDENTITY_KEYS", "META_NAME", "STORE_FORMAT_VERSION", "TABLE_NAME", "EmbeddingStore",
@@ -62,13 +62,19 @@ class EmbeddingStore:
     Use :meth:`create`, :meth:`open` or :meth:`open_or_create`; the constructor is internal.
 
     Attributes:
-        path: the store folder.
+        path: the store folder; for a store at a URI, the local cache folder of its derived files
+            (index, map projections): :mod:`.location`.
+        uri: what to open the store by: its folder path, or its URI (``s3://...``).
         meta: the parsed metadata (``model``, ``source``, ``dim``, ...).
         is_new: True when :meth:`create` made this store (it started empty).
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any]):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike | StoreLocation, meta: dict[str, Any]):
+        self.location = path if isinstance(path, StoreLocation) else StoreLocation(path)
+        self.path = self.location.local
+        self.uri = self.location.uri
+        if self.location.remote:
+            self.path.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         self._db = None
         self._table = None
@@ -93,13 +99,13 @@ class EmbeddingStore:
         Raises:
             StoreError: ``path`` is a file, already a store, a non-empty folder, or cannot be written.
         """
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise StoreError(f"The store path {path} is a file. Pass a folder path for the embedding store.")
-        if (path / META_NAME).exists():
-            raise StoreError(f"{path} is already an embedding store. Open it instead, or pick a new folder.")
-        if path.exists() and any(path.iterdir()):
-            raise StoreError(f"The store path {path} is a non-empty folder that is not an embedding store. "
+        loc = StoreLocation(path)
+        if loc.is_file():
+            raise StoreError(f"The store path {loc} is a file. Pass a folder path for the embedding store.")
+        if loc.has(META_NAME):
+            raise StoreError(f"{loc} is already an embedding store. Open it instead, or pick a new folder.")
+        if not loc.is_empty():
+            raise StoreError(f"The store path {loc} is a non-empty folder that is not an embedding store. "
                              f"Pick a new or empty folder.")
         if "dim" not in model_id:
             raise ValueError("model_id needs a 'dim'")
@@ -112,12 +118,11 @@ class EmbeddingStore:
             **(extra or {}),
         }
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path / META_NAME, meta)
+            loc.write_text(META_NAME, json_text(meta))
         except OSError as exc:
-            raise StoreError(f"Cannot create the embedding store {path}: {exc.strerror or exc}. "
+            raise StoreError(f"Cannot create the embedding store {loc}: {getattr(exc, 'strerror', None) or exc}. "
                              f"Pick a store folder inside a folder you can write to.") from None
-        store = cls(path, meta)
+        store = cls(loc, meta)
         store.is_new = True  # the table is created by the first write (or read): no LanceDB import until then
         return store
 
@@ -130,18 +135,19 @@ class EmbeddingStore:
             CorruptStoreError: corrupt metadata, other format version, damaged table.
             ModelMismatchError: ``model_id`` is not the store's model.
         """
-        path = Path(path)
-        meta_path = path / META_NAME
-        if not path.exists():
-            raise StoreError(f"Embedding store not found: {path}. Embed images into it first.")
-        if not meta_path.exists():
-            raise StoreError(f"{path} is not a transferkit embedding store ({META_NAME} is missing). "
+        loc = StoreLocation(path)
+        meta_path = loc.join(META_NAME)
+        if not loc.exists():
+            raise StoreError(f"Embedding store not found: {loc}. Embed images into it first.")
+        if not loc.has(META_NAME):
+            raise StoreError(f"{loc} is not a transferkit embedding store ({META_NAME} is missing). "
                              f"Pass a folder that images were embedded into.")
         remedy = "Embed the images into a new store."
-        meta = read_json_object(meta_path, error=CorruptStoreError, what="store metadata", remedy=remedy)
+        meta = parse_json_object(lambda: loc.read_text(META_NAME), meta_path, error=CorruptStoreError, what="store metadata",
+                                 remedy=remedy)
         version = meta.get("format_version")
         if version != STORE_FORMAT_VERSION:
-            raise CorruptStoreError(f"{path} has store format version {version!r}; this transferkit ({__version__}) reads "
+            raise CorruptStoreError(f"{loc} has store format version {version!r}; this transferkit ({__version__}) reads "
                                     f"version {STORE_FORMAT_VERSION}. Embed the images into a new store, or use the transferkit "
                                     f"that wrote it.")
         model = meta.get("model")
@@ -149,7 +155,7 @@ class EmbeddingStore:
             raise CorruptStoreError(f"Corrupt store metadata {meta_path}: missing 'model' or 'dim'. {remedy}")
         if not isinstance(meta.get("source", {}), dict) or model.get("dim", meta["dim"]) != meta["dim"]:
             raise CorruptStoreError(f"Corrupt store metadata {meta_path}: 'source' or 'model.dim' is malformed. {remedy}")
-        store = cls(path, meta)
+        store = cls(loc, meta)
         store._open_table(create=True)  # first: a table that contradicts the metadata is damaged, whatever the model
         if model_id is not None:
             store.check_model(model_id)
@@ -159,8 +165,7 @@ class EmbeddingStore:
     def open_or_create(cls, path: str | os.PathLike, *, model_id: dict[str, Any], source: dict[str, Any] | None = None,
                        extra: dict[str, Any] | None = None) -> EmbeddingStore:
         """Open the store at ``path`` for adding ``model_id`` embeddings, creating it if needed."""
-        path = Path(path)
-        if (path / META_NAME).exists():
+        if StoreLocation(path).has(META_NAME):
             store = cls.open(path, model_id=model_id)
             if source and store.meta.get("source") != source:
                 # Same model, rebuilt from a different place (e.g. a moved run folder): record where it lives now.
@@ -172,7 +177,7 @@ class EmbeddingStore:
         """Raise :class:`ModelMismatchError` unless ``model_id`` matches the store's model."""
         if not same_model(self.model_id, model_id):
             raise ModelMismatchError(
-                f"Store {self.path} holds embeddings from {describe_model(self.model_id)}, but this model is "
+                f"Store {self.uri} holds embeddings from {describe_model(self.model_id)}, but this model is "
                 f"{describe_model(model_id)}; mixing them would make similarities meaningless. "
                 f"Embed into a new store, or with the store's model ({self.model_id.get('backbone')})."
             )
@@ -180,18 +185,18 @@ class EmbeddingStore:
     def update_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into the metadata file (atomically)."""
         self.meta.update(fields)
-        write_json_atomic(self.path / META_NAME, self.meta)
+        self.location.write_text(META_NAME, json_text(self.meta))
 
     @table_errors("open")
     def _open_table(self, *, create: bool):
         if self._table is not None:
             return self._table
-        self._db = _lance.import_lancedb().connect(str(self.path))
+        self._db = _lance.import_lancedb().connect(self.uri)
         if TABLE_NAME in _lance.list_tables(self._db):
             self._table = self._db.open_table(TABLE_NAME)
             size = getattr(self._table.schema.field("vector").type, "list_size", None)
             if size != self.dim:
-                raise CorruptStoreError(f"Corrupt store {self.path}: vectors have size {size}, metadata says {self.dim}. "
+                raise CorruptStoreError(f"Corrupt store {self.uri}: vectors have size {size}, metadata says {self.dim}. "
                                         f"Embed the images into a new store.")
         elif create:
             # exist_ok: a run killed between the metadata write and the first commit leaves no table.
@@ -229,7 +234,7 @@ class EmbeddingStore:
             return 0
         vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise StoreError(f"Vectors of shape {vectors.shape} do not fit store {self.path} (dim {self.dim}). "
+            raise StoreError(f"Vectors of shape {vectors.shape} do not fit store {self.uri} (dim {self.dim}). "
                              f"Use a store made by the same model.")
         vectors = normalize(vectors)
         data = _lance.arrow_table({name: [r.get(name, _lance.DEFAULTS[name]) for r in rows] for name in COLUMNS[:-1]},
