@@ -58,3 +58,34 @@ def test_nproc_must_agree_with_a_launcher_that_started_other_processes(split_dat
     monkeypatch.setenv("RANK", "1")
     assert main(["train", str(split_data), "--model", "tiny_cnn", "--nproc", "3", "--quiet"]) == 2
     assert "--nproc 3 under a launcher that started 2 processes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_a_failed_process_points_to_resume_only_when_a_checkpoint_exists(tmp_path, monkeypatch, checkpointed):
+    import torch.distributed.run as trun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from transferkit.errors import DistributedError
+    from transferkit.training.distributed import launch_torchrun
+
+    def failing(_args):
+        raise ChildFailedError("transferkit", {1: ProcessFailure(local_rank=1, pid=1, exitcode=1, error_file="")})
+
+    monkeypatch.setattr(trun, "run", failing)
+    if checkpointed:
+        (tmp_path / "checkpoint.pt").write_bytes(b"x")
+    with pytest.raises(DistributedError, match="Training process 1 of 2 failed \\(exit code 1\\)") as err:
+        launch_torchrun(["train", "data"], 2, run_dir=tmp_path)
+    assert ("--resume" in str(err.value)) == checkpointed
+
+
+def test_more_processes_than_gpus_is_a_config_error_not_a_cuda_traceback(monkeypatch):
+    import torch
+
+    from transferkit.errors import ConfigError
+    from transferkit.training import context
+
+    monkeypatch.setattr(context, "resolve_device", lambda _d: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="2 training processes on this machine need 2\\+ GPUs; it has 1"):
+        context.RunContext.create("cuda", rank=1, world_size=2, local_rank=1)

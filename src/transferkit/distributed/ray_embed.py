@@ -17,6 +17,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings
@@ -204,6 +205,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     """
     from ..embed.local import EmbedReport, inference_record, start_job
     from ..embed.plan import PLAN_COLUMNS, plan_embedding
+    from ..store.writer_lock import WriterLock
 
     t0 = time.perf_counter()
     for name, value in (("num_workers", num_workers), ("batch_size", batch_size), ("fragment_rows", fragment_rows)):
@@ -214,66 +216,75 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     ray = import_ray()
     settings, reporter, entries, data_root, store, recorded = start_job(extractor, data, store_path, settings=settings,
                                                                         progress=progress, quiet=quiet)
-    # the workers' device follows the resources they are given, not the driver's machine
-    recipe = {**extractor.recipe, "device": "cuda" if gpus_per_worker else "cpu"}
-    report = EmbedReport(store=store.uri)
-    lance = import_lance()
-    store.table  # noqa: B018 - a new store's (empty) table, for the workers' fragments to belong to
-    uri = table_uri(store.uri)
-    dataset = lance.dataset(uri)
-    read_version, storage_version = int(dataset.version), dataset.data_storage_version
-    # the plan reads the version the job commits on top of: a concurrent writer makes the commit conflict, not mix
-    existing = {r["id"]: r for r in dataset.to_table(columns=list(PLAN_COLUMNS)).to_pylist()}
-    plan = plan_embedding(entries, existing)
-    report.unchanged = len(plan.unchanged) + len(plan.refresh)
-    t_embed = time.perf_counter()
-    job = _Job(delete_ids=set(plan.stale))
-    if plan.todo:
-        started = _connect(ray, address, num_workers, quiet)
-        t_embed = time.perf_counter()  # images/s from here: the actors' start-up counts, as the model's build does locally
-        task = reporter.task("embed", total=len(plan.todo), description="Embedding on Ray")
-        try:
-            task.__enter__()
-            with _quiet_ray_data():
-                for batch in _run_pipeline(ray, plan.todo, recipe, uri=uri, dim=store.dim, storage_version=storage_version,
-                                           workers=num_workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size,
-                                           fragment_rows=fragment_rows, max_pixels=settings.max_pixels, task=task):
-                    job.take(batch, plan)
-        except Exception as exc:
-            cause = _unwrap(exc)
-            if cause is not exc:
-                raise cause from None
-            raise
-        finally:
-            task.end()
-            if started:
-                ray.shutdown()
-    embedded, fragments, delete_ids = job.embedded, job.fragments, job.delete_ids
-    report.skipped = job.skipped
-    if embedded:
-        info = _agreed_inference(job.infos, recorded, store)
-        report.inference = info
-        if not recorded:
-            store.update_meta(inference=inference_record(info), engine="ray")
-    if plan.refresh:  # bytes unchanged, path or label moved: rewritten rows with their vectors, in the same commit
-        fragments += _refreshed_fragments(store, plan.refresh, uri=uri, storage_version=storage_version)
-        delete_ids.update(e.id for e, _, _ in plan.refresh)
-    if store.meta.get("data_root") != data_root:
-        store.update_meta(data_root=data_root)
-    if fragments or delete_ids:
-        reporter.message("Committing the Ray job", stage="commit", fragments=len(fragments), deletes=len(delete_ids))
-        commit_job(uri, read_version=read_version, fragments=fragments, delete_ids=delete_ids)
-        store = EmbeddingStore.open(store.uri)  # the open table still reads the version before the commit
-    report.added = sum(1 for i in embedded if not plan.is_update(i))
-    report.updated = len(embedded) - report.added
-    report.removed = len(plan.stale)
-    for path, reason in report.skipped.items():
-        log.warning("Skipped unreadable image %s: %s", path, reason)
-    report.num_rows = len(store)
-    report.seconds = time.perf_counter() - t0
-    dt = time.perf_counter() - t_embed
-    report.images_per_second = len(embedded) / dt if embedded and dt > 0 else 0.0
-    return report
+    lock = WriterLock(store)  # held from the plan to the commit: two jobs would both insert a new file's row
+    try:
+        # the workers' device follows the resources they are given, not the driver's machine
+        recipe = {**extractor.recipe, "device": "cuda" if gpus_per_worker else "cpu"}
+        report = EmbedReport(store=store.uri)
+        lance = import_lance()
+        store.table  # noqa: B018 - a new store's (empty) table, for the workers' fragments to belong to
+        # absolute: workers on other machines (or in other folders) write the fragments by this name
+        uri = table_uri(store.uri if store.location.remote else str(Path(store.uri).resolve()))
+        dataset = lance.dataset(uri)
+        read_version, storage_version = int(dataset.version), dataset.data_storage_version
+        # the plan reads the version the job commits on top of: a concurrent writer makes the commit conflict, not mix
+        existing = {r["id"]: r for r in dataset.to_table(columns=list(PLAN_COLUMNS)).to_pylist()}
+        plan = plan_embedding(entries, existing)
+        report.unchanged = len(plan.unchanged) + len(plan.refresh)
+        t_embed = time.perf_counter()
+        job = _Job(delete_ids=set(plan.stale))
+        if plan.todo:
+            started = _connect(ray, address, num_workers, quiet)
+            t_embed = time.perf_counter()  # images/s from here: the actors' start-up counts, as the model's build does locally
+            task = reporter.task("embed", total=len(plan.todo), description="Embedding on Ray")
+            try:
+                task.__enter__()
+                with _quiet_ray_data():
+                    for batch in _run_pipeline(ray, plan.todo, recipe, uri=uri, dim=store.dim, storage_version=storage_version,
+                                               workers=num_workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size,
+                                               fragment_rows=fragment_rows, max_pixels=settings.max_pixels, task=task):
+                        job.take(batch, plan)
+            except Exception as exc:
+                cause = _unwrap(exc)
+                if cause is not exc:
+                    raise cause from None
+                raise
+            finally:
+                task.end()
+                if started:
+                    ray.shutdown()
+        embedded, fragments, delete_ids = job.embedded, job.fragments, job.delete_ids
+        report.skipped = job.skipped
+        if embedded:
+            info = _agreed_inference(job.infos, recorded, store)
+            report.inference = info
+            # recorded only once the vectors are committed: a failed commit must not pin later runs to it
+            new_record = None if recorded else inference_record(info)
+        else:
+            new_record = None
+        if plan.refresh:  # bytes unchanged, path or label moved: rewritten rows with their vectors, in the same commit
+            fragments += _refreshed_fragments(store, plan.refresh, uri=uri, storage_version=storage_version)
+            delete_ids.update(e.id for e, _, _ in plan.refresh)
+        if store.meta.get("data_root") != data_root:
+            store.update_meta(data_root=data_root)
+        if fragments or delete_ids:
+            reporter.message("Committing the Ray job", stage="commit", fragments=len(fragments), deletes=len(delete_ids))
+            commit_job(uri, read_version=read_version, fragments=fragments, delete_ids=delete_ids)
+            store = EmbeddingStore.open(store.uri)  # the open table still reads the version before the commit
+        if new_record:
+            store.update_meta(inference=new_record, engine="ray")
+        report.added = sum(1 for i in embedded if not plan.is_update(i))
+        report.updated = len(embedded) - report.added
+        report.removed = len(plan.stale)
+        for path, reason in report.skipped.items():
+            log.warning("Skipped unreadable image %s: %s", path, reason)
+        report.num_rows = len(store)
+        report.seconds = time.perf_counter() - t0
+        dt = time.perf_counter() - t_embed
+        report.images_per_second = len(embedded) / dt if embedded and dt > 0 else 0.0
+        return report
+    finally:
+        lock.release()
 
 
 def _refreshed_fragments(store, items, *, uri: str, storage_version: str | None) -> list[str]:

@@ -18,6 +18,7 @@ from ..data.folders import scan_folder
 from ..errors import ConfigError, ModelMismatchError
 from ..events import Callback, make_reporter
 from ..store.store import EmbeddingStore
+from ..store.writer_lock import WriterLock
 from .extractor import Extractor
 from .plan import PLAN_COLUMNS, plan_embedding
 from .stages import StoreWriter, refresh_rows
@@ -120,81 +121,85 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
         raise ConfigError(f"`batch_size` must be a positive integer; got {batch_size}.")
     settings, reporter, entries, data_root, store, recorded = start_job(extractor, data, store_path, settings=settings,
                                                                         progress=progress, quiet=quiet)
-    if store.meta.get("data_root") != data_root:
-        store.update_meta(data_root=data_root)
-    report = EmbedReport(store=store.uri)
-    # A store created just now has no rows, and reading them would import LanceDB and open the table (0.5-1.0 s)
-    # before the first image; its table is made by the first commit, while the model runs.
-    existing = {} if store.is_new else {r["id"]: r for r in store.rows(columns=list(PLAN_COLUMNS))}
-    plan = plan_embedding(entries, existing)
-    report.unchanged = len(plan.unchanged)
-    if plan.refresh:
-        refresh_rows(store, plan.refresh)
-        report.unchanged += len(plan.refresh)
-    report.removed = store.delete(plan.stale)
-
-    chunk_size = chunk_size or max(256, 4 * batch_size)
-    todo = plan.todo
-    embedded = 0
-    t_embed = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    bad_ids: list[str] = []
-    writer = StoreWriter(store)
-
-    def commit() -> None:
-        nonlocal embedded, recorded
-        if rows and not recorded:  # the first vectors: record how they were made, or check it
-            recorded = inference_record(extractor.inference_info)
-            store.update_meta(inference=recorded, engine="local")  # which engine made the first vectors (or "ray")
-        elif rows and not same_vectors(recorded, inference_record(extractor.inference_info)):
-            used = inference_record(extractor.inference_info)
-            raise ModelMismatchError(f"Store {store.uri} holds embeddings made with {recorded['backend']} "
-                                     f"{recorded['precision']}, but this run fell back to {used['backend']} "
-                                     f"{used['precision']}. Embed into a new store.")
-        writer.submit(list(rows), list(bad_ids))  # waits for the previous commit first (raising its error)
-        embedded += len(rows)
-        for r in rows:
-            if plan.is_update(r["id"]):
-                report.updated += 1
-            else:
-                report.added += 1
-        rows.clear()
-        bad_ids.clear()
-
-    task = reporter.task("embed", total=len(todo), description="Embedding") if todo else None
+    lock = WriterLock(store)  # held from the plan to the last commit: two jobs would both insert a new file's row
     try:
-        if task is not None:
-            task.__enter__()
-        # one decoding pipeline over all the files, with the rows committed every `chunk_size`
-        # images (on the writer's thread, so the model is fed meanwhile) and a killed run keeps what it did
-        for batch in extractor.iter_files([e.path for e in todo], batch_size=batch_size, num_workers=num_workers,
-                                          settings=settings):
-            for pos, vec, info in zip(batch["index"], batch["vectors"], batch["info"]):
-                e = todo[pos]
-                rows.append({"id": e.id, "path": str(e.path), "relpath": e.relpath, "label": e.label, "split": e.split,
-                             **info, "vector": vec})
-            for pos, reason in batch["bad"]:
-                e = todo[pos]
-                report.skipped[str(e.path)] = reason
-                if plan.is_update(e.id):
-                    bad_ids.append(e.id)  # its old embedding no longer describes the file
+        if store.meta.get("data_root") != data_root:
+            store.update_meta(data_root=data_root)
+        report = EmbedReport(store=store.uri)
+        # A store created just now has no rows, and reading them would import LanceDB and open the table (0.5-1.0 s)
+        # before the first image; its table is made by the first commit, while the model runs.
+        existing = {} if store.is_new else {r["id"]: r for r in store.rows(columns=list(PLAN_COLUMNS))}
+        plan = plan_embedding(entries, existing)
+        report.unchanged = len(plan.unchanged)
+        if plan.refresh:
+            refresh_rows(store, plan.refresh)
+            report.unchanged += len(plan.refresh)
+        report.removed = store.delete(plan.stale)
+
+        chunk_size = chunk_size or max(256, 4 * batch_size)
+        todo = plan.todo
+        embedded = 0
+        t_embed = time.perf_counter()
+        rows: list[dict[str, Any]] = []
+        bad_ids: list[str] = []
+        writer = StoreWriter(store)
+
+        def commit() -> None:
+            nonlocal embedded, recorded
+            if rows and not recorded:  # the first vectors: record how they were made, or check it
+                recorded = inference_record(extractor.inference_info)
+                store.update_meta(inference=recorded, engine="local")  # which engine made the first vectors (or "ray")
+            elif rows and not same_vectors(recorded, inference_record(extractor.inference_info)):
+                used = inference_record(extractor.inference_info)
+                raise ModelMismatchError(f"Store {store.uri} holds embeddings made with {recorded['backend']} "
+                                         f"{recorded['precision']}, but this run fell back to {used['backend']} "
+                                         f"{used['precision']}. Embed into a new store.")
+            writer.submit(list(rows), list(bad_ids))  # waits for the previous commit first (raising its error)
+            embedded += len(rows)
+            for r in rows:
+                if plan.is_update(r["id"]):
+                    report.updated += 1
+                else:
+                    report.added += 1
+            rows.clear()
+            bad_ids.clear()
+
+        task = reporter.task("embed", total=len(todo), description="Embedding") if todo else None
+        try:
             if task is not None:
-                n, dt = len(batch["index"]) + len(batch["bad"]), time.perf_counter() - t_embed
-                task.advance(n, images_per_second=round((task.completed + n) / dt, 1) if dt > 0 else 0.0)
-            if len(rows) + len(bad_ids) >= chunk_size:
+                task.__enter__()
+            # one decoding pipeline over all the files, with the rows committed every `chunk_size`
+            # images (on the writer's thread, so the model is fed meanwhile) and a killed run keeps what it did
+            for batch in extractor.iter_files([e.path for e in todo], batch_size=batch_size, num_workers=num_workers,
+                                              settings=settings):
+                for pos, vec, info in zip(batch["index"], batch["vectors"], batch["info"]):
+                    e = todo[pos]
+                    rows.append({"id": e.id, "path": str(e.path), "relpath": e.relpath, "label": e.label, "split": e.split,
+                                 **info, "vector": vec})
+                for pos, reason in batch["bad"]:
+                    e = todo[pos]
+                    report.skipped[str(e.path)] = reason
+                    if plan.is_update(e.id):
+                        bad_ids.append(e.id)  # its old embedding no longer describes the file
+                if task is not None:
+                    n, dt = len(batch["index"]) + len(batch["bad"]), time.perf_counter() - t_embed
+                    task.advance(n, images_per_second=round((task.completed + n) / dt, 1) if dt > 0 else 0.0)
+                if len(rows) + len(bad_ids) >= chunk_size:
+                    commit()
+            if rows or bad_ids:
                 commit()
-        if rows or bad_ids:
-            commit()
-        writer.wait()
+            writer.wait()
+        finally:
+            writer.close()
+            if task is not None:
+                task.end()
+        for path, reason in report.skipped.items():
+            log.warning("Skipped unreadable image %s: %s", path, reason)
+        report.num_rows = len(store)
+        report.seconds = time.perf_counter() - t0
+        dt = time.perf_counter() - t_embed
+        report.images_per_second = embedded / dt if embedded and dt > 0 else 0.0
+        report.inference = extractor.inference_info
+        return report
     finally:
-        writer.close()
-        if task is not None:
-            task.end()
-    for path, reason in report.skipped.items():
-        log.warning("Skipped unreadable image %s: %s", path, reason)
-    report.num_rows = len(store)
-    report.seconds = time.perf_counter() - t0
-    dt = time.perf_counter() - t_embed
-    report.images_per_second = embedded / dt if embedded and dt > 0 else 0.0
-    report.inference = extractor.inference_info
-    return report
+        lock.release()

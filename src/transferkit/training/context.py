@@ -44,6 +44,9 @@ class RunContext:
         if world_size > 1 and dev.type == "mps":
             raise ConfigError("Multi-process training runs on CUDA or the CPU, not on MPS. Use `device` cpu, or one process.")
         if world_size > 1 and dev.type == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"{world_size} training processes on this machine need {local_rank + 1}+ GPUs; it has "
+                                  f"{torch.cuda.device_count()}. Use at most that many processes, or `device` cpu.")
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         return cls(dev, rank, world_size, local_rank)

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -219,9 +220,13 @@ def launch_torchrun(argv: list[str], nproc: int, *, run_dir: str | os.PathLike |
         rank, failure = min(exc.failures.items(), key=lambda kv: (not _killed(kv[1]), kv[1].timestamp, kv[0]))
         code = failure.exitcode
         status = f"killed by {failure.signal_name()}" if code is not None and code < 0 else f"exit code {code}"
-        where = f" in {run_dir}" if run_dir else ""
-        raise DistributedError(f"Training process {rank} of {nproc} failed ({status}); the others were stopped. "
-                               f"The last checkpoint{where} is intact: re-run with --resume to continue.") from None
+        from .checkpoint import CHECKPOINT_FILE
+
+        if run_dir and (Path(run_dir) / CHECKPOINT_FILE).exists():
+            then = f"The last checkpoint in {run_dir} is intact: re-run with --resume to continue."
+        else:  # it failed before its first checkpoint (often a mistake the process reported above)
+            then = "No checkpoint was written yet: see the process's error above, then run the command again."
+        raise DistributedError(f"Training process {rank} of {nproc} failed ({status}); the others were stopped. {then}") from None
 
 
 def _killed(failure) -> bool:
