@@ -140,3 +140,16 @@ def test_an_hnsw_coarse_quantizer_searches_a_beam_at_least_nprobe_wide():
     assert (faiss.extract_index_ivf(index).nprobe, hnsw.efSearch) == (1, streamed.QUANTIZER_EF)
     streamed.set_nprobe(index, 512)
     assert hnsw.efSearch == 512
+
+
+def test_curation_knn_on_a_streamed_store_builds_its_own_index(big):
+    """A streamed IVF-PQ has no id list to map rows by: the neighbour search builds an in-memory index instead."""
+    from transferkit.curate.knn import nearest_neighbours
+
+    store, x, _ = big
+    ids = np.asarray([f"id{i}" for i in range(len(x))])
+    found = nearest_neighbours(x, 5, exact=False, store=store, row_ids=ids)
+    exact = nearest_neighbours(x, 5, exact=True)
+    assert found.method == "in-memory IVF index"
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(found.indices[:200].tolist(), exact.indices[:200].tolist())])
+    assert overlap >= 0.9

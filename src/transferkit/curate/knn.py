@@ -90,7 +90,8 @@ def nearest_neighbours(vectors: np.ndarray, k: int, *, exact: bool | None = None
 def _index_search(x: np.ndarray, store: Any, row_ids: np.ndarray | None, reporter: Reporter):
     """``(search(queries, k) -> (rows, sims), method, info)`` from the store's index, else a new in-memory one."""
     ann = store.ann_index() if store is not None and row_ids is not None else None
-    if ann is not None and len(ann.ids) == len(row_ids):
+    # a streamed IVF-PQ (a store bigger than RAM) has no id list to map: an in-memory index is built instead
+    if ann is not None and not getattr(ann, "streamed", False) and len(ann.ids) == len(row_ids):
         row_of = {str(i): r for r, i in enumerate(row_ids.tolist())}
         mapping = np.asarray([row_of.get(str(i), -1) for i in ann.ids.tolist()], dtype=np.int64)
         if (mapping >= 0).all():
