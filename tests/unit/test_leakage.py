@@ -89,3 +89,18 @@ def test_no_leakage_no_warning():
 def test_bad_threshold():
     with pytest.raises(ConfigError, match="`threshold` must be a similarity"):
         find_leakage(train_paths=[], eval_paths=[], threshold=0)
+
+
+def test_large_inputs_take_an_ivf_index_and_find_the_same_near_copies():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(50, 32))
+    x = centres[rng.integers(0, 50, 20_000)] + 0.6 * rng.normal(size=(20_000, 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    src = rng.choice(len(x), 300, replace=False)
+    q = x[src] + 0.02 * rng.normal(size=(300, 32))  # near copies of training rows
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    exact = top_candidates(q, x, 0.95, k=1)
+    ivf = top_candidates(q, x, 0.95, k=1, exact_max_work=0)  # forces the index
+    assert sorted(zip(*map(np.ndarray.tolist, ivf[:2]))) == sorted(zip(*map(np.ndarray.tolist, exact[:2])))
+    assert (ivf[1][np.argsort(ivf[0])] == src[np.sort(ivf[0])]).mean() >= 0.99 and len(ivf[0]) >= 297
+    np.testing.assert_allclose(ivf[2], (q[ivf[0]] * x[ivf[1]]).sum(1), rtol=1e-4)

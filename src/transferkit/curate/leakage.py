@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..store.search import normalize
-from .candidates import BLOCK_ELEMENTS
+from .candidates import BLOCK_ELEMENTS, EXACT_MAX_WORK, QUERY_BATCH, RANGE_NPROBE, build_ivf
 from .duplicates import ACCEPT_THRESHOLD, DEFAULT_THRESHOLD, PIXEL_THRESHOLD, check_threshold
 from .pixels import PixelChecker
 
@@ -59,15 +59,23 @@ class LeakageReport:
 
 
 def top_candidates(queries: np.ndarray, db: np.ndarray, threshold: float, *, k: int = MAX_CHECKS,
-                   block_elements: int = BLOCK_ELEMENTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   block_elements: int = BLOCK_ELEMENTS,
+                   exact_max_work: float = EXACT_MAX_WORK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(query_row, db_row, cosine)`` of each query's ``k`` most similar ``db`` rows at cosine >= ``threshold``,
-    most similar first per query (rows L2-normalised; bounded blocks, no full matrix)."""
+    most similar first per query (rows L2-normalised; bounded blocks, no full matrix).
+
+    Above ``exact_max_work`` multiply-adds (queries x rows x dim) the rows go into a temporary faiss
+    IVF-Flat index (:func:`~.candidates.build_ivf`): its scores are exact cosines, and only a row in a list
+    the search does not probe can be missed.
+    """
     q = np.ascontiguousarray(queries, dtype=np.float32)
     x = np.ascontiguousarray(db, dtype=np.float32)
     out_q, out_d, out_s = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float32)]
     if not len(x) or not len(q):
         return out_q[0], out_d[0], out_s[0]
     k = min(k, len(x))
+    if len(q) * len(x) * x.shape[1] > exact_max_work:
+        return _ivf_candidates(q, x, threshold, k)
     step = max(1, block_elements // len(x))
     for s in range(0, len(q), step):
         scores = q[s:s + step] @ x.T
@@ -80,6 +88,21 @@ def top_candidates(queries: np.ndarray, db: np.ndarray, threshold: float, *, k: 
         out_d.append(top[r, c])
         out_s.append(sims[r, c])
     return np.concatenate(out_q), np.concatenate(out_d).astype(np.int64), np.concatenate(out_s)
+
+
+def _ivf_candidates(q: np.ndarray, x: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from ..store._faiss import load as _faiss
+
+    index = build_ivf(x)
+    _faiss().extract_index_ivf(index).nprobe = RANGE_NPROBE
+    out_q, out_d, out_s = [], [], []
+    for s in range(0, len(q), QUERY_BATCH):
+        sims, top = index.search(q[s:s + QUERY_BATCH], k)  # best first; -1 where a probe found fewer than k
+        r, c = np.nonzero((sims >= threshold) & (top >= 0))
+        out_q.append(r + s)
+        out_d.append(top[r, c])
+        out_s.append(sims[r, c])
+    return np.concatenate(out_q), np.concatenate(out_d).astype(np.int64), np.concatenate(out_s).astype(np.float32)
 
 
 def find_leakage(*, train_paths: list[str], eval_paths: list[str], train_digests: list[str] | None = None,
