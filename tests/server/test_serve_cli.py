@@ -29,7 +29,8 @@ def test_pipeline_summary_ends_with_the_serve_command(capsys):
     from transferkit.cli.pipeline_cmds import _print_summary
 
     run = types.SimpleNamespace(metrics={"val_accuracy": 0.9}, path="runs/my run", strategy="feature-extraction")
-    result = types.SimpleNamespace(run=run, report_path="runs/my run/report.html", store=types.SimpleNamespace(path="runs/my run/store"),
+    result = types.SimpleNamespace(run=run, report_path="runs/my run/report.html", store=types.SimpleNamespace(path="runs/my run/store",
+                                                                                                     uri="runs/my run/store"),
                                    retrieval={"p_at_1": 0.9, "p_at_5": 0.8, "map_at_10": 0.7}, index={"recall_at_10": 1.0},
                                    plots={}, timings={})
     _print_summary(result)
