@@ -227,7 +227,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
         uri = table_uri(store.uri if store.location.remote else str(Path(store.uri).resolve()))
         dataset = lance.dataset(uri)
         read_version, storage_version = int(dataset.version), dataset.data_storage_version
-        # the plan reads the version the job commits on top of: a concurrent writer makes the commit conflict, not mix
+        # the plan reads the version the job commits on top of (the writer lock keeps other jobs out meanwhile)
         existing = {r["id"]: r for r in dataset.to_table(columns=list(PLAN_COLUMNS)).to_pylist()}
         plan = plan_embedding(entries, existing)
         report.unchanged = len(plan.unchanged) + len(plan.refresh)
