@@ -119,11 +119,10 @@ def read_json_object(path: str | os.PathLike, *, error: type[Exception], what: s
 def parse_json_object(read: Callable[[], str], where: str, *, error: type[Exception], what: str,
                       remedy: str) -> dict[str, Any]:
     """The JSON object that ``read()`` returns the text of; any failure raises ``error`` naming ``where``."""
-    path = where
     try:
         obj = json.loads(read())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"Corrupt {what} {path}: {exc}. {remedy}") from None
+        raise error(f"Corrupt {what} {where}: {exc}. {remedy}") from None
     if not isinstance(obj, dict):
-        raise error(f"Corrupt {what} {path}: expected a JSON object. {remedy}")
+        raise error(f"Corrupt {what} {where}: expected a JSON object. {remedy}")
     return obj

@@ -216,8 +216,7 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
     ray = import_ray()
     settings, reporter, entries, data_root, store, recorded = start_job(extractor, data, store_path, settings=settings,
                                                                         progress=progress, quiet=quiet)
-    lock = WriterLock(store)  # held from the plan to the commit: two jobs would both insert a new file's row
-    try:
+    with WriterLock(store):  # held from the plan to the commit: two jobs would both insert a new file's row
         # the workers' device follows the resources they are given, not the driver's machine
         recipe = {**extractor.recipe, "device": "cuda" if gpus_per_worker else "cpu"}
         report = EmbedReport(store=store.uri)
@@ -255,13 +254,12 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
                     ray.shutdown()
         embedded, fragments, delete_ids = job.embedded, job.fragments, job.delete_ids
         report.skipped = job.skipped
+        new_record = None  # written only once the vectors are committed: a failed commit must not pin later runs to it
         if embedded:
             info = _agreed_inference(job.infos, recorded, store)
             report.inference = info
-            # recorded only once the vectors are committed: a failed commit must not pin later runs to it
-            new_record = None if recorded else inference_record(info)
-        else:
-            new_record = None
+            if not recorded:
+                new_record = inference_record(info)
         if plan.refresh:  # bytes unchanged, path or label moved: rewritten rows with their vectors, in the same commit
             fragments += _refreshed_fragments(store, plan.refresh, uri=uri, storage_version=storage_version)
             delete_ids.update(e.id for e, _, _ in plan.refresh)
@@ -283,8 +281,6 @@ def embed_folder_ray(extractor, data: str | os.PathLike, store_path: str | os.Pa
         dt = time.perf_counter() - t_embed
         report.images_per_second = len(embedded) / dt if embedded and dt > 0 else 0.0
         return report
-    finally:
-        lock.release()
 
 
 def _refreshed_fragments(store, items, *, uri: str, storage_version: str | None) -> list[str]:

@@ -121,8 +121,7 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
         raise ConfigError(f"`batch_size` must be a positive integer; got {batch_size}.")
     settings, reporter, entries, data_root, store, recorded = start_job(extractor, data, store_path, settings=settings,
                                                                         progress=progress, quiet=quiet)
-    lock = WriterLock(store)  # held from the plan to the last commit: two jobs would both insert a new file's row
-    try:
+    with WriterLock(store):  # held from the plan to the last commit: two jobs would both insert a new file's row
         if store.meta.get("data_root") != data_root:
             store.update_meta(data_root=data_root)
         report = EmbedReport(store=store.uri)
@@ -201,5 +200,3 @@ def embed_folder(extractor: Extractor, data: str | os.PathLike, store_path: str 
         report.images_per_second = embedded / dt if embedded and dt > 0 else 0.0
         report.inference = extractor.inference_info
         return report
-    finally:
-        lock.release()

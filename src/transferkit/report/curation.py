@@ -45,7 +45,6 @@ def _duplicates(dups: Mapping[str, Any]) -> list[str]:
                                       f'<span class="muted">min cosine {g["min_similarity"]:.3f}</span>'))]
 
 
-
 def _label_issues(issues: Mapping[str, Any]) -> list[str]:
     cv = issues.get("cross_validation", {})
     return [f"<p>{issues.get('num_issues', 0):,} of {issues.get('num_images', 0):,} images have a label the "

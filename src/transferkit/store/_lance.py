@@ -90,7 +90,7 @@ def table_errors(action: str):
             except (RuntimeError, OSError, ValueError) as exc:  # lance raises RuntimeError, Arrow ValueError subclasses
                 first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
                 raise CorruptStoreError(
-                    f"Cannot {action} the embedding store {getattr(self, 'uri', None) or self.path}: its table files are damaged ({first}). "
+                    f"Cannot {action} the embedding store {self.uri}: its table files are damaged ({first}). "
                     f"Embed the images into a new store, or restore the folder from a backup."
                 ) from None
 

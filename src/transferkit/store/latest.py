@@ -15,10 +15,10 @@ __all__ = ["latest_version", "refresh_store"]
 
 
 class _Probe:
-    """Gives :func:`table_errors` the ``path`` it names in messages."""
+    """Gives :func:`table_errors` the ``uri`` it names in messages."""
 
     def __init__(self, store: EmbeddingStore):
-        self.path = store.uri
+        self.uri = store.uri
         self.store = store
 
     @table_errors("read")

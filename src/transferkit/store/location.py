@@ -49,23 +49,20 @@ class StoreLocation:
     def __str__(self) -> str:
         return self.uri
 
-    def _info(self, name: str | None = None):
-        import pyarrow.fs as pafs
-
-        return self._fs.get_file_info(self._root if name is None else f"{self._root}/{name}").type, pafs.FileType
+    def _kind(self, name: str | None = None):
+        """The ``pyarrow.fs.FileType`` of the folder, or of the file ``name`` in it (at a URI)."""
+        return self._fs.get_file_info(self._root if name is None else f"{self._root}/{name}").type
 
     def exists(self) -> bool:
         """Whether the folder (or, at a URI, any object under it) exists."""
-        if not self.remote:
-            return self.local.exists()
-        kind, types = self._info()
-        return kind != types.NotFound
+        import pyarrow.fs as pafs
+
+        return self.local.exists() if not self.remote else self._kind() != pafs.FileType.NotFound
 
     def is_file(self) -> bool:
-        if not self.remote:
-            return self.local.is_file()
-        kind, types = self._info()
-        return kind == types.File
+        import pyarrow.fs as pafs
+
+        return self.local.is_file() if not self.remote else self._kind() == pafs.FileType.File
 
     def is_empty(self) -> bool:
         """Whether the folder holds nothing (a missing folder is empty)."""
@@ -73,16 +70,13 @@ class StoreLocation:
             return not self.local.exists() or not any(self.local.iterdir())
         import pyarrow.fs as pafs
 
-        if not self.exists():
-            return True
-        return not self._fs.get_file_info(pafs.FileSelector(self._root, allow_not_found=True, recursive=False))
+        return not self.exists() or not self._fs.get_file_info(pafs.FileSelector(self._root, allow_not_found=True))
 
     def has(self, name: str) -> bool:
         """Whether the file ``name`` exists in the folder."""
-        if not self.remote:
-            return (self.local / name).exists()
-        kind, types = self._info(name)
-        return kind == types.File
+        import pyarrow.fs as pafs
+
+        return (self.local / name).exists() if not self.remote else self._kind(name) == pafs.FileType.File
 
     def read_text(self, name: str) -> str:
         if not self.remote:
